@@ -1,0 +1,1 @@
+"""pytest-pydock: pytest fixtures for containerized apps over the pydock engine."""

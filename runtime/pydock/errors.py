@@ -1,0 +1,96 @@
+"""The one exception tree of pydock.
+
+::
+
+    PydockError                     everything pydock raises on purpose
+     +-- UsageError                 a bad option value or argument (the caller's mistake)
+     +-- StoreError                 the image store cannot be read or written
+     |    +-- ImageNotFound         no image by that name, tag or id
+     |    +-- LayerError            a layer archive is corrupt or escapes the layer
+     +-- DockerfileError            a Dockerfile (or --change line) does not parse
+     +-- ContainerError             a container operation failed
+     |    +-- ContainerNotFound     no container by that name or id
+     |    +-- NameConflict          the name is taken by another container
+     |    +-- InvalidState          e.g. start of a running container, rm of a running one
+     |    +-- StartError            the container could not be started (names the setup step)
+     |    +-- ExecError             exec into a container failed before the command ran
+     +-- EngineUnavailable          the native engine cannot run here (says what is missing)
+
+Every message names the image, container, file or option concerned and, where there is one,
+the fix.  The CLI prints ``pydock: error: <message>`` and exits non-zero; it never shows a
+traceback for a ``PydockError``.
+"""
+
+from __future__ import annotations
+
+
+class PydockError(Exception):
+    """Base of every error pydock raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(PydockError):
+    """A bad argument or option value."""
+
+    exit_code = 2
+
+
+class StoreError(PydockError):
+    """The image store cannot be read or written."""
+
+
+class ImageNotFound(StoreError):
+    """No image by that reference."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"image not found: {ref} (see `pydock images`)")
+        self.ref = ref
+
+
+class LayerError(StoreError):
+    """A layer archive is corrupt or has an entry escaping the layer."""
+
+
+class DockerfileError(PydockError):
+    """A Dockerfile or a --change instruction does not parse."""
+
+
+class ContainerError(PydockError):
+    """A container operation failed."""
+
+
+class ContainerNotFound(ContainerError):
+    """No container by that name or id."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no such container: {ref} (see `pydock ps -a`)")
+        self.ref = ref
+
+
+class NameConflict(ContainerError):
+    """The container name is in use."""
+
+
+class InvalidState(ContainerError):
+    """The container is not in a state that allows the operation."""
+
+
+class StartError(ContainerError):
+    """The container failed to start; the message names the failing setup step."""
+
+    def __init__(self, message: str, *, exit_code: int = 125) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ExecError(ContainerError):
+    """An exec failed before its command ran."""
+
+    def __init__(self, message: str, *, exit_code: int = 126) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class EngineUnavailable(PydockError):
+    """The native engine cannot run on this host; the message says what is missing."""
