@@ -144,3 +144,64 @@ class Image:
     @property
     def short_id(self) -> str:
         return self.id.removeprefix("sha256:")[:12]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount (``source`` on the host) or a tmpfs (``options`` like ``size=64m``)."""
+
+    target: str
+    kind: str = "bind"  # "bind" | "tmpfs"
+    source: str = ""
+    readonly: bool = False
+    options: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create a container, validated (see spec.py)."""
+
+    image_id: str
+    image_name: str
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    working_dir: str = "/"
+    user: str = ""
+    hostname: str = ""
+    name: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    network: str = "none"
+    init: bool = False
+    tty: bool = False
+    stdin_open: bool = False
+    auto_remove: bool = False
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    stop_signal: str = "SIGTERM"
+    stop_timeout: float = 10.0
+    # What the user asked for, kept for inspect (Config.Cmd / Config.Entrypoint).
+    cmd: tuple[str, ...] | None = None
+    entrypoint: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container or exec ended: exit code (128+N for signal N) and OOM kill."""
+
+    exit_code: int
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of a command run in a container."""
+
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+    @property
+    def output(self) -> bytes:
+        return self.stdout + self.stderr

@@ -1,0 +1,1 @@
+"""Container backends behind one small protocol (base.py): native (built in), later docker."""

@@ -1,0 +1,1 @@
+"""The built-in, daemonless runtime: namespaces, overlayfs and cgroups driven from Python."""

@@ -1,0 +1,386 @@
+"""The native backend: containers of a local store run by pydock's own runtime."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal as _signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ...errors import (ContainerError, EngineUnavailable, ExecError, InvalidState,
+                       PydockError)
+from ...models import ExecResult, ExitStatus, Image
+from ...spec import RunOptions, make_spec, parse_signal
+from ...store import Store
+from ..base import Capabilities, Status
+from .client import MonitorClient
+from .monitor import now, proc_start_time
+from .state import ContainerDir, ContainerTable
+
+
+def check_host() -> None:
+    """Raise EngineUnavailable saying what is missing for the native engine."""
+    if not sys.platform.startswith("linux"):
+        raise EngineUnavailable("the native engine needs Linux; use the docker backend")
+    if os.geteuid() != 0:
+        raise EngineUnavailable(
+            "the native engine needs root (namespaces, overlay mounts and cgroups); run as "
+            "root, e.g. sudo, or use the docker backend")
+
+
+class NativeBackend:
+    """Create, find and list containers; owns a session monitor for the containers it starts."""
+
+    name = "native"
+    capabilities = Capabilities()
+
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.table = ContainerTable(self.store.root / "containers")
+        self._monitor: MonitorClient | None = None
+        self._lock = threading.Lock()
+        self._swept = False
+
+    # -- monitors ---------------------------------------------------------------------------
+    def monitor(self) -> MonitorClient:
+        """The session monitor (started on first use); its containers die with this object."""
+        with self._lock:
+            if self._monitor is None:
+                check_host()
+                self.sweep()
+                self._monitor = MonitorClient(self.store.root)
+            return self._monitor
+
+    def close(self) -> None:
+        """Stop the session monitor: containers it still runs are killed."""
+        with self._lock:
+            if self._monitor is not None:
+                self._monitor.close()
+                self._monitor = None
+
+    def __enter__(self) -> NativeBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sweep(self) -> list[str]:
+        """Mark containers whose monitor died as exited and remove their cgroups."""
+        from .sweep import sweep
+        if self._swept:
+            return []
+        self._swept = True
+        return sweep(self.table)
+
+    # -- containers -------------------------------------------------------------------------
+    def image(self, ref: str) -> Image:
+        return self.store.image(ref)
+
+    def create(self, image: str | Image, options: RunOptions | None = None,
+               **kw: Any) -> NativeContainer:
+        """Create (not start) a container from ``image`` with RunOptions or keywords."""
+        check_host()
+        opts = options or RunOptions(**kw)
+        img = image if isinstance(image, Image) else self.store.image(image)
+        if isinstance(image, str) and ":" not in image.rsplit("/", 1)[-1] \
+                and not image.startswith("sha256:"):
+            pass
+        layers = self.store.layer_names(img)
+        cdir = self.table.new(lambda cid: make_spec(img, opts, container_id=cid), layers,
+                              img.id, now())
+        return NativeContainer(self, cdir)
+
+    def run(self, image: str | Image, options: RunOptions | None = None,
+            **kw: Any) -> NativeContainer:
+        """Create and start a container; the caller removes it (or use it as a context)."""
+        c = self.create(image, options, **kw)
+        try:
+            c.start()
+        except BaseException:
+            c.remove(force=True)
+            raise
+        return c
+
+    def container(self, ref: str) -> NativeContainer:
+        return NativeContainer(self, self.table.lookup(ref))
+
+    def containers(self, *, all: bool = False) -> list[NativeContainer]:
+        out = []
+        for cid in self.table.ids():
+            c = NativeContainer(self, ContainerDir(self.table.root / cid))
+            try:
+                if all or c.status is Status.RUNNING:
+                    out.append(c)
+            except PydockError:
+                continue
+        out.sort(key=lambda c: c.dir.config.get("created", ""), reverse=True)
+        return out
+
+
+class NativeContainer:
+    """A handle on one native container (its state lives in the store, not in this object)."""
+
+    def __init__(self, backend: NativeBackend, cdir: ContainerDir) -> None:
+        self.backend = backend
+        self.dir = cdir
+        self.id = cdir.id
+        self._client: MonitorClient | None = None
+
+    def __repr__(self) -> str:
+        return f"<NativeContainer {self.name} {self.id[:12]}>"
+
+    def __enter__(self) -> NativeContainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove(force=True)
+
+    @property
+    def name(self) -> str:
+        return str(self.dir.config["name"])
+
+    @property
+    def spec(self) -> Any:
+        return self.dir.spec
+
+    def state(self) -> dict[str, Any]:
+        state = self.dir.read_state()
+        if state.get("status") == "running" and not _alive(state.get("monitor_pid"),
+                                                            state.get("monitor_start")):
+            # Its monitor died (SIGKILL): the container died with it (PDEATHSIG).
+            from .sweep import settle
+            state = settle(self.dir, state)
+        return state
+
+    @property
+    def status(self) -> Status:
+        return Status(self.state().get("status", "created"))
+
+    @property
+    def pid(self) -> int:
+        return int(self.state().get("pid") or 0)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, *, stdio: Sequence[int] | None = None, detach: bool = False) -> None:
+        """Start the container.  ``detach``: run it under its own monitor, so it outlives
+        this process (the CLI's ``run -d`` and ``start``); else under the session monitor."""
+        status = self.status
+        if status is Status.RUNNING:
+            raise InvalidState(f"container {self.name} is already running")
+        if detach:
+            check_host()
+            self.backend.sweep()
+            client = MonitorClient(self.backend.store.root, detach=True)
+            try:
+                client.start(self.id, list(stdio) if stdio else None)
+            finally:
+                client.close(wait=False)
+        else:
+            client = self.backend.monitor()
+            client.start(self.id, list(stdio) if stdio else None)
+            self._client = client
+
+    def wait(self, timeout: float | None = None) -> ExitStatus:
+        """Block until the container exits; its exit code (128+N for signal N) and OOM kill."""
+        state = self.state()
+        if state.get("status") == "running":
+            client = self._client or self.backend._monitor
+            if client is not None and state.get("monitor_pid") == client.process.pid:
+                ev = client.wait_event({"event": "exited", "id": self.id}, timeout)
+                if ev is None:
+                    raise TimeoutError(f"container {self.name} still running")
+            else:
+                _wait_pid(int(state["pid"]), timeout)
+            state = self._wait_recorded(timeout)
+        if state.get("status") == "created" and state.get("exit_code") is None:
+            raise InvalidState(f"container {self.name} has not been started")
+        return ExitStatus(int(state.get("exit_code") or 0), bool(state.get("oom_killed")))
+
+    def _wait_recorded(self, timeout: float | None) -> dict[str, Any]:
+        deadline = time.monotonic() + (timeout if timeout is not None else 30)
+        while True:
+            try:
+                state = self.state()
+            except ContainerError:  # removed with --rm
+                return {"status": "exited", "exit_code": 0}
+            if state.get("status") != "running" or time.monotonic() > deadline:
+                return state
+            time.sleep(0.002)
+
+    def kill(self, signal: str | int = "SIGKILL") -> None:
+        state = self.state()
+        if state.get("status") != "running":
+            raise InvalidState(f"cannot kill container {self.name}: it is not running")
+        pid = int(state["pid"])
+        if proc_start_time(pid) != state.get("pid_start"):
+            return
+        try:
+            os.kill(pid, parse_signal(signal))
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float | None = None) -> None:
+        """STOPSIGNAL (default SIGTERM), then SIGKILL after ``timeout`` (default 10 s)."""
+        spec = self.spec
+        timeout = spec.stop_timeout if timeout is None else timeout
+        if self.status is not Status.RUNNING:
+            return
+        try:
+            self.kill(spec.stop_signal)
+            self.wait(timeout)
+        except TimeoutError:
+            self.kill("SIGKILL")
+            self.wait(30)
+        except InvalidState:
+            pass
+
+    def remove(self, *, force: bool = False) -> None:
+        """Delete the container and its writable layer; ``force`` kills it first."""
+        if not self.dir.path.exists():
+            return
+        if self.status is Status.RUNNING:
+            if not force:
+                raise InvalidState(
+                    f"cannot remove container {self.name}: it is running; stop it first "
+                    "or use force (rm -f)")
+            try:
+                self.kill("SIGKILL")
+                self.wait(30)
+            except (InvalidState, TimeoutError):
+                pass
+        self.backend.table.delete(self.dir)
+
+    # -- processes --------------------------------------------------------------------------
+    def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int],
+                   env: Sequence[str] = (), user: str | None = None,
+                   workdir: str | None = None, tty: bool = False) -> int:
+        """Start ``argv`` in the running container with the given fds; returns an exec id."""
+        if not argv:
+            raise ExecError("no command given to exec", exit_code=125)
+        state = self.state()
+        if state.get("status") != "running":
+            raise InvalidState(f"container {self.name} is not running")
+        spec = self.spec
+        from ...spec import merge_env
+        full_env = merge_env(spec.env, list(env))
+        if tty and not any(e.startswith("TERM=") for e in full_env):
+            full_env = (*full_env, "TERM=xterm")
+        client = self.backend.monitor()
+        reply = client.request(
+            {"op": "exec", "id": self.id, "argv": list(argv), "env": list(full_env),
+             "cwd": workdir or spec.working_dir, "user": spec.user if user is None else user,
+             "tty": tty}, list(stdio))
+        if not reply.get("ok"):
+            raise ExecError(f"exec in container {self.name}: {reply.get('error')}",
+                            exit_code=int(reply.get("exit_code") or 126))  # type: ignore
+        return int(reply["pid"])  # type: ignore[call-overload]
+
+    def exec_wait(self, exec_id: int, timeout: float | None = None) -> int:
+        ev = self.backend.monitor().wait_event({"event": "exec_exit", "pid": exec_id},
+                                               timeout)
+        if ev is None:
+            raise TimeoutError(f"exec {exec_id} in {self.name} still running")
+        return int(ev["exit_code"])  # type: ignore[call-overload]
+
+    def exec(self, argv: Sequence[str] | str, *, env: Sequence[str] = (),
+             user: str | None = None, workdir: str | None = None,
+             stdin: bytes | None = None, timeout: float | None = None) -> ExecResult:
+        """Run a command in the running container and collect its exit code and output.
+
+        A string is run with ``/bin/sh -c``.  ExecError when it cannot start (exit code
+        127 when not found), TimeoutError after ``timeout`` seconds.
+        """
+        if isinstance(argv, str):
+            argv = ["/bin/sh", "-c", argv]
+        in_r, in_w = os.pipe2(os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            exec_id = self.exec_start(argv, stdio=[in_r, out_w, err_w], env=env, user=user,
+                                      workdir=workdir)
+        except ExecError as exc:
+            for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            if exc.exit_code in (126, 127):
+                return ExecResult(exc.exit_code, b"", (str(exc) + "\n").encode())
+            raise
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+        out, err = _pump(in_w, stdin or b"", out_r, err_r, timeout)
+        return ExecResult(self.exec_wait(exec_id, timeout), out, err)
+
+    def logs(self) -> tuple[bytes, bytes]:
+        """Everything the container wrote to stdout and stderr so far."""
+        out = []
+        for path in (self.dir.stdout_log, self.dir.stderr_log):
+            try:
+                out.append(path.read_bytes())
+            except FileNotFoundError:
+                out.append(b"")
+        return out[0], out[1]
+
+    def inspect(self) -> dict[str, Any]:
+        from .inspect import container_doc
+        return container_doc(self)
+
+
+def _alive(pid: Any, start: Any) -> bool:
+    return bool(pid) and proc_start_time(int(pid)) == start
+
+
+def _wait_pid(pid: int, timeout: float | None) -> None:
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"process {pid} still running")
+    finally:
+        os.close(fd)
+
+
+def _pump(in_w: int, data: bytes, out_r: int, err_r: int,
+          timeout: float | None) -> tuple[bytes, bytes]:
+    """Feed ``data`` to in_w and read out_r / err_r until both close."""
+    outs: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    readers = [out_r, err_r]
+    writers = [in_w] if data else []
+    if not data:
+        os.close(in_w)
+    view = memoryview(data)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while readers or writers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            r, w, _ = select.select(readers, writers, [], left)
+            if not r and not w:
+                raise TimeoutError("exec timed out")
+            for fd in r:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    outs[fd].append(chunk)
+                else:
+                    readers.remove(fd)
+                    os.close(fd)
+            for fd in w:
+                try:
+                    n = os.write(fd, view[:65536])
+                except BrokenPipeError:
+                    n = len(view)
+                view = view[n:]
+                if not view:
+                    writers.remove(fd)
+                    os.close(fd)
+    finally:
+        for fd in readers + writers:
+            os.close(fd)
+    return b"".join(outs[out_r]), b"".join(outs[err_r])
+
+
+_ = _signal

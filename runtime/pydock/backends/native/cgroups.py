@@ -1,0 +1,172 @@
+"""Per-container cgroups: limits, membership, OOM detection and kill, on v1 hybrid and v2 hosts.
+
+Each container gets ``pydock-<id12>`` below this process's own cgroup: in the v2 (unified)
+hierarchy always (membership, ``cgroup.kill``), and in the v1 memory, pids and cpu hierarchies
+when a limit asks for them (hybrid hosts).  On v2-only hosts the limits go in the one node.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from dataclasses import dataclass, field
+
+ROOT = "/sys/fs/cgroup"
+
+
+def _own_paths() -> dict[str, str]:
+    """Controller (``""`` for v2) -> this process's cgroup path, from /proc/self/cgroup."""
+    out: dict[str, str] = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                out[c] = path
+    return out
+
+
+def unified_mount() -> str | None:
+    """Where the v2 hierarchy is mounted: /sys/fs/cgroup (v2-only) or .../unified (hybrid)."""
+    if os.path.exists(f"{ROOT}/cgroup.controllers"):
+        return ROOT
+    if os.path.exists(f"{ROOT}/unified/cgroup.procs"):
+        return f"{ROOT}/unified"
+    return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+@dataclass
+class Cgroup:
+    """The cgroup directories of one container (created by ``create``)."""
+
+    paths: list[str] = field(default_factory=list)
+    memory_path: str | None = None
+    v2: bool = False
+
+    @classmethod
+    def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
+               cpus: float | None = None) -> Cgroup:
+        own = _own_paths()
+        cg = cls()
+        try:
+            unified = unified_mount()
+            if unified == ROOT:
+                cg.v2 = True
+                path = os.path.join(ROOT + own.get("", "/"), name)
+                os.mkdir(path)
+                cg.paths.append(path)
+                cg.memory_path = path
+                cg._limits_v2(path, memory, pids, cpus)
+                return cg
+            if unified:
+                path = os.path.join(unified + own.get("", "/"), name)
+                os.mkdir(path)
+                cg.paths.append(path)
+            wanted = {"memory": memory is not None, "pids": pids is not None,
+                      "cpu": cpus is not None}
+            for controller, needed in wanted.items():
+                if not needed:
+                    continue
+                base = f"{ROOT}/{controller}{own.get(controller, '/')}"
+                if not os.path.isdir(base):
+                    base = f"{ROOT}/cpu,cpuacct{own.get(controller, '/')}"
+                path = os.path.join(base, name)
+                os.mkdir(path)
+                cg.paths.append(path)
+                if controller == "memory":
+                    cg.memory_path = path
+                    _write(f"{path}/memory.limit_in_bytes", str(memory))
+                    if os.path.exists(f"{path}/memory.memsw.limit_in_bytes"):
+                        _write(f"{path}/memory.memsw.limit_in_bytes", str(memory))
+                elif controller == "pids":
+                    _write(f"{path}/pids.max", str(pids))
+                elif controller == "cpu" and cpus is not None:
+                    _write(f"{path}/cpu.cfs_period_us", "100000")
+                    _write(f"{path}/cpu.cfs_quota_us", str(int(cpus * 100000)))
+        except BaseException:
+            cg.remove()
+            raise
+        return cg
+
+    def _limits_v2(self, path: str, memory: int | None, pids: int | None,
+                   cpus: float | None) -> None:
+        parent = os.path.dirname(path)
+        needed = [c for c, v in (("memory", memory), ("pids", pids), ("cpu", cpus)) if v]
+        if needed:
+            try:
+                _write(f"{parent}/cgroup.subtree_control", " ".join(f"+{c}" for c in needed))
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot enable cgroup controllers {needed} in "
+                              f"{parent}: {exc.strerror} (run under a delegated cgroup)") from None
+        if memory is not None:
+            _write(f"{path}/memory.max", str(memory))
+            if os.path.exists(f"{path}/memory.swap.max"):
+                _write(f"{path}/memory.swap.max", "0")
+            _write(f"{path}/memory.oom.group", "1")
+        if pids is not None:
+            _write(f"{path}/pids.max", str(pids))
+        if cpus is not None:
+            _write(f"{path}/cpu.max", f"{int(cpus * 100000)} 100000")
+
+    def procs_files(self) -> list[int]:
+        """Open cgroup.procs of each directory for writing (the child writes "0" to join)."""
+        return [os.open(f"{p}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths]
+
+    def oom_killed(self) -> bool:
+        """Whether the OOM killer killed a process in this cgroup."""
+        if self.memory_path is None:
+            return False
+        name = "memory.events" if self.v2 else "memory.oom_control"
+        try:
+            with open(f"{self.memory_path}/{name}") as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        except OSError:
+            pass
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup (cgroup.kill where the kernel has it)."""
+        for path in self.paths:
+            if os.path.exists(f"{path}/cgroup.kill"):
+                try:
+                    _write(f"{path}/cgroup.kill", "1")
+                    return
+                except OSError:
+                    pass
+
+    def remove(self) -> None:
+        """Remove the directories (retrying briefly while the kernel drains them)."""
+        for path in reversed(self.paths):
+            remove_dir(path)
+        self.paths = []
+
+    def to_json(self) -> dict[str, object]:
+        return {"paths": self.paths, "memory_path": self.memory_path, "v2": self.v2}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object] | None) -> Cgroup:
+        doc = doc or {}
+        return cls(paths=list(doc.get("paths") or []),  # type: ignore[call-overload]
+                   memory_path=doc.get("memory_path"),  # type: ignore[arg-type]
+                   v2=bool(doc.get("v2")))
+
+
+def remove_dir(path: str) -> None:
+    for _ in range(50):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return
+            time.sleep(0.01)

@@ -1,0 +1,442 @@
+"""What runs inside a new container: an ordered list of named setup steps, then exec.
+
+The parent (the monitor) precomputes a ``Plan`` of bytes and ints; the cloned child (PID 1 of
+the new PID namespace) runs the steps.  A failing step writes ``{"step", "errno", "message",
+"exit_code"}`` as JSON to the error pipe and exits, so the user sees e.g.
+``mount overlay: Invalid argument`` instead of a dead child.  A successful exec closes the
+pipe (it is close-on-exec), which tells the parent the workload is running.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from . import syscalls as sc
+from .users import UserError, resolve_in_root
+
+MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+           ("urandom", 1, 9), ("tty", 5, 0))
+
+
+class StepError(Exception):
+    """A setup step failed; carries the exit code the container reports."""
+
+    def __init__(self, message: str, exit_code: int = 125, err: int = 0) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.errno = err
+
+
+@dataclass
+class Workload:
+    """The process to exec: argv, env, cwd, user, capabilities, terminal."""
+
+    argv: list[str]
+    env: list[str]
+    cwd: str
+    user: str
+    tty: bool
+    cap_keep: int                # capability mask for root (effective = permitted)
+    cap_drop: list[int]          # capabilities to drop from the bounding set
+    create_cwd: bool = True
+
+
+@dataclass
+class Plan:
+    """Everything the child needs, computed by the parent before clone."""
+
+    layers_dir: bytes
+    overlay_options: bytes
+    rootfs: bytes
+    hostname: bytes
+    etc_files: list[tuple[bytes, bytes]]          # (host file, path in rootfs)
+    mounts: list[tuple[str, bytes, bytes, int, bytes | None]]  # kind, src, target, flags, data
+    new_net: bool
+    init: bool
+    stdio: tuple[int, int, int]
+    cgroup_fds: list[int]
+    errfd: int
+    workload: Workload
+    keep_fds: list[int] = field(default_factory=list)
+
+
+def report(errfd: int, step: str, exc: BaseException) -> None:
+    if isinstance(exc, StepError):
+        doc = {"step": step, "message": str(exc), "exit_code": exc.exit_code,
+               "errno": exc.errno}
+    elif isinstance(exc, OSError):
+        doc = {"step": step, "message": exc.strerror or str(exc), "errno": exc.errno or 0,
+               "exit_code": 125, "filename": str(exc.filename or "")}
+    else:
+        doc = {"step": step, "message": f"{type(exc).__name__}: {exc}", "errno": 0,
+               "exit_code": 125}
+    try:
+        os.write(errfd, json.dumps(doc).encode())
+    except OSError:
+        pass
+
+
+def run_steps(steps: list[tuple[str, Callable[[], None]]], errfd: int) -> None:
+    """Run steps in order; on failure report the step and exit the process."""
+    for name, step in steps:
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - everything must be reported, then exit
+            report(errfd, name, exc)
+            os._exit(exc.exit_code if isinstance(exc, StepError) else 125)
+
+
+# -- container PID 1 ---------------------------------------------------------------------
+
+def container_main(plan: Plan) -> None:
+    """Body of the cloned child; never returns."""
+    try:
+        _container_main(plan)
+    finally:
+        os._exit(125)
+
+
+def _container_main(plan: Plan) -> None:
+    root = plan.rootfs
+
+    def stdio() -> None:
+        signal.set_wakeup_fd(-1)
+        for target, fd in enumerate(plan.stdio):
+            if fd != target:
+                os.dup2(fd, target)
+        for fd in set(plan.stdio):
+            if fd > 2:
+                _close(fd)
+        os.umask(0)
+
+    def cgroups() -> None:
+        for fd in plan.cgroup_fds:
+            os.write(fd, b"0")
+            os.close(fd)
+
+    def death_signal() -> None:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def private() -> None:
+        sc.mount(None, b"/", None, sc.MS_REC | sc.MS_PRIVATE)
+
+    def overlay() -> None:
+        os.chdir(plan.layers_dir)
+        try:
+            sc.mount(b"overlay", root, b"overlay", 0, plan.overlay_options)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise StepError(
+                    "Invalid argument (is the store on overlayfs, e.g. inside Docker? "
+                    "point PYDOCK_STORE at a volume or tmpfs)", err=exc.errno) from None
+            raise
+
+    def proc() -> None:
+        sc.mount(b"proc", root + b"/proc", b"proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+    def dev() -> None:
+        d = root + b"/dev"
+        sc.mount(b"tmpfs", d, b"tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME,
+                 b"mode=755,size=65536k")
+        for name, major, minor in DEVICES:
+            os.mknod(d + b"/" + name.encode(), 0o20666, os.makedev(major, minor))
+        os.mkdir(d + b"/pts", 0o755)
+        sc.mount(b"devpts", d + b"/pts", b"devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+                 b"newinstance,ptmxmode=0666,mode=0620,gid=5")
+        os.symlink(b"pts/ptmx", d + b"/ptmx")
+        os.mkdir(d + b"/shm", 0o1777)
+        sc.mount(b"shm", d + b"/shm", b"tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 b"mode=1777,size=65536k")
+        os.mkdir(d + b"/mqueue", 0o755)
+        for name, target in ((b"fd", b"/proc/self/fd"), (b"stdin", b"/proc/self/fd/0"),
+                             (b"stdout", b"/proc/self/fd/1"), (b"stderr", b"/proc/self/fd/2"),
+                             (b"core", b"/proc/kcore")):
+            os.symlink(target, d + b"/" + name)
+
+    def sys_() -> None:
+        sc.mount(b"sysfs", root + b"/sys", b"sysfs",
+                 sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+
+    def etc_files() -> None:
+        for src, target in plan.etc_files:
+            sc.mount(src, root + target, None, sc.MS_BIND)
+
+    def mounts() -> None:
+        for kind, src, target, flags, data in plan.mounts:
+            path = _mkdirs_in_root(root, target, src if kind == "bind" else None)
+            if kind == "bind":
+                sc.mount(src, path, None, sc.MS_BIND | sc.MS_REC)
+                if flags & sc.MS_RDONLY:
+                    sc.mount(None, path, None,
+                             sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+            else:
+                sc.mount(b"tmpfs", path, b"tmpfs", flags, data)
+
+    def loopback() -> None:
+        if plan.new_net:
+            _loopback_up()
+
+    def hostname() -> None:
+        sc.sethostname(plan.hostname)
+
+    def pivot() -> None:
+        os.chdir(root)
+        sc.pivot_root(b".", b".")
+        sc.umount2(b".", sc.MNT_DETACH)
+        os.chdir(b"/")
+
+    def mask() -> None:
+        for path in MASKED_PATHS:
+            p = path.encode()
+            try:
+                if os.path.isdir(p):
+                    sc.mount(b"tmpfs", p, b"tmpfs", sc.MS_RDONLY)
+                else:
+                    sc.mount(b"/dev/null", p, None, sc.MS_BIND)
+            except FileNotFoundError:
+                pass
+        for path in READONLY_PATHS:
+            p = path.encode()
+            try:
+                sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(p, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+            except FileNotFoundError:
+                pass
+
+    run_steps([
+        ("set up stdio", stdio),
+        ("join cgroup", cgroups),
+        ("set parent death signal", death_signal),
+        ("make mounts private", private),
+        ("mount overlay", overlay),
+        ("mount /proc", proc),
+        ("mount /dev", dev),
+        ("mount /sys", sys_),
+        ("bind /etc/hosts, /etc/hostname, /etc/resolv.conf", etc_files),
+        ("mount volumes", mounts),
+        ("bring up loopback", loopback),
+        ("set hostname", hostname),
+        ("pivot_root", pivot),
+        ("mask /proc and /sys paths", mask),
+    ], plan.errfd)
+
+    if plan.init:
+        run_init(plan)
+    exec_workload(plan.workload, plan.errfd)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _mkdirs_in_root(root: bytes, target: bytes, bind_src: bytes | None) -> bytes:
+    """Create ``target`` under ``root`` without following symlinks out of it."""
+    parts = [p for p in target.split(b"/") if p and p != b"."]
+    if b".." in parts:
+        raise StepError(f"mount target escapes the container: {target.decode()}")
+    path = root
+    for i, part in enumerate(parts):
+        path = path + b"/" + part
+        if os.path.islink(path):
+            raise StepError(f"mount target goes through a symlink: {target.decode()}")
+        if not os.path.exists(path):
+            last = i == len(parts) - 1
+            if last and bind_src is not None and not os.path.isdir(bind_src):
+                with open(path, "wb"):
+                    pass
+            else:
+                os.mkdir(path, 0o755)
+    return path
+
+
+def _loopback_up() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifreq))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 1))     # SIOCSIFFLAGS
+    finally:
+        s.close()
+
+
+# -- the init (PID 1 for --init): forwards signals, reaps zombies ---------------------------
+
+FORWARDED = [s for s in signal.Signals
+             if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+
+
+def run_init(plan: Plan) -> None:
+    """Fork the workload, forward signals to it, reap orphans, exit with its status."""
+    pid = os.fork()
+    if pid == 0:
+        return  # the caller execs the workload in this child
+    _close(plan.errfd)
+    os.umask(0o022)
+    _init_loop(pid)
+
+
+def _init_loop(pid: int) -> None:
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in FORWARDED:
+        try:
+            signal.signal(s, forward)
+        except (OSError, ValueError):
+            pass
+    status = 0
+    while True:
+        try:
+            reaped, raw = os.wait()
+        except ChildProcessError:
+            break
+        if reaped == pid:
+            status = os.waitstatus_to_exitcode(raw)
+            status = 128 - status if status < 0 else status
+            break
+    os._exit(status)
+
+
+# -- the workload: user, capabilities, exec ------------------------------------------------
+
+def exec_workload(w: Workload, errfd: int) -> None:
+    """Become the container's process (after pivot_root); never returns."""
+    env = list(w.env)
+    holder: dict[str, object] = {}
+
+    def user() -> None:
+        try:
+            holder["user"] = resolve_in_root(w.user)
+        except UserError as exc:
+            raise StepError(str(exc), 125) from None
+        if not any(e.startswith("HOME=") for e in env):
+            env.append(f"HOME={holder['user'].home}")  # type: ignore[attr-defined]
+
+    def cwd() -> None:
+        try:
+            os.chdir(w.cwd)
+        except FileNotFoundError:
+            if not w.create_cwd:
+                raise StepError(f"chdir to cwd ({w.cwd!r}) set in config.json failed: "
+                                "no such file or directory", 126) from None
+            os.makedirs(w.cwd, 0o755, exist_ok=True)
+            os.chdir(w.cwd)
+
+    def terminal() -> None:
+        os.setsid()
+        if w.tty:
+            fcntl.ioctl(0, sc.TIOCSCTTY, 0)
+
+    def identity() -> None:
+        u = holder["user"]
+        for cap in w.cap_drop:
+            try:
+                sc.prctl(sc.PR_CAPBSET_DROP, cap)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+        os.setgroups(list(u.groups))  # type: ignore[attr-defined]
+        os.setgid(u.gid)  # type: ignore[attr-defined]
+        os.setuid(u.uid)  # type: ignore[attr-defined]
+        if u.uid == 0:  # type: ignore[attr-defined]
+            sc.capset(w.cap_keep, w.cap_keep, 0)
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        os.umask(0o022)
+
+    run_steps([
+        ("resolve user", user),
+        ("change to working directory", cwd),
+        ("set up terminal", terminal),
+        ("set user and capabilities", identity),
+    ], errfd)
+    for s in FORWARDED:
+        try:
+            signal.signal(s, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    try:
+        _execvpe(w.argv, env)
+    except StepError as exc:
+        report(errfd, "exec", exc)
+        os._exit(exc.exit_code)
+    os._exit(127)
+
+
+def _execvpe(argv: list[str], env: list[str]) -> None:
+    envd = dict(e.partition("=")[::2] for e in env)
+    prog = argv[0]
+    if "/" in prog:
+        candidates = [prog]
+    else:
+        candidates = [os.path.join(d or ".", prog) for d in
+                      envd.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                                       "/sbin:/bin").split(":")]
+    env_bytes = {k.encode(): v.encode() for k, v in envd.items()}
+    last: OSError | None = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env_bytes)
+        except OSError as exc:
+            if last is None or exc.errno != errno.ENOENT:
+                last = exc
+    assert last is not None
+    if "/" not in prog and last.errno == errno.ENOENT:
+        raise StepError(f'exec: "{prog}": executable file not found in $PATH', 127)
+    if last.errno == errno.ENOENT:
+        raise StepError(f'exec: "{prog}": stat {prog}: no such file or directory', 127)
+    if last.errno in (errno.EACCES, errno.EPERM):
+        raise StepError(f'exec: "{prog}": permission denied', 126)
+    if last.errno == errno.ENOEXEC:
+        raise StepError(f'exec: "{prog}": exec format error', 126)
+    raise StepError(f'exec: "{prog}": {last.strerror}', 126)
+
+
+def exec_main(pid1: int, ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[int, int, int],
+              workload: Workload, errfd: int) -> None:
+    """Body of the forked child of an exec: join the container, fork, exec; never returns."""
+    try:
+        def enter() -> None:
+            signal.set_wakeup_fd(-1)
+            for target, fd in enumerate(stdio):
+                if fd != target:
+                    os.dup2(fd, target)
+            for fd in set(stdio):
+                if fd > 2:
+                    _close(fd)
+            for fd in cgroup_fds:
+                os.write(fd, b"0")
+                os.close(fd)
+            for fd in ns_fds:
+                sc.setns(fd)
+                os.close(fd)
+
+        run_steps([("enter container namespaces", enter)], errfd)
+        pid = os.fork()
+        if pid == 0:
+            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            exec_workload(workload, errfd)
+        _close(errfd)
+        _init_loop(pid)
+    finally:
+        os._exit(126)

@@ -1,0 +1,113 @@
+"""The client side of a monitor: spawn it, send requests, receive replies and events."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from ...errors import ContainerError, StartError
+from .launch import recv, send
+
+
+class MonitorClient:
+    """A connection to one monitor process (see monitor.py); thread-safe."""
+
+    def __init__(self, store_root: Path, *, detach: bool = False) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cmd = [sys.executable, "-m", "pydock.backends.native.monitor", "--fd",
+               str(child.fileno()), "--store", str(store_root)]
+        if detach:
+            cmd.append("--detach")
+        log_dir = store_root / "runtime"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "monitor.log", "ab") as log:
+            self.process = subprocess.Popen(
+                cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
+                env=_monitor_env(),
+            )
+        child.close()
+        self.sock = parent
+        self.lock = threading.RLock()
+        self.events: deque[dict[str, object]] = deque()
+
+    def request(self, doc: dict[str, object], fds: list[int] | None = None
+                ) -> dict[str, object]:
+        with self.lock:
+            try:
+                send(self.sock, doc, fds)
+            except OSError as exc:
+                raise ContainerError(f"the pydock monitor is gone ({exc}); see "
+                                     "<store>/runtime/monitor.log") from None
+            while True:
+                msg = self._recv()
+                if "event" in msg:
+                    self.events.append(msg)
+                    continue
+                return msg
+
+    def _recv(self) -> dict[str, object]:
+        msg, fds = recv(self.sock)
+        for fd in fds:
+            os.close(fd)
+        if msg is None:
+            raise ContainerError("the pydock monitor exited unexpectedly; see "
+                                 "<store>/runtime/monitor.log")
+        return msg
+
+    def wait_event(self, match: dict[str, object], timeout: float | None = None
+                   ) -> dict[str, object] | None:
+        """The first event whose items include ``match``; None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while True:
+                for ev in self.events:
+                    if all(ev.get(k) == v for k, v in match.items()):
+                        self.events.remove(ev)
+                        return ev
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.sock.settimeout(left)
+                try:
+                    msg = self._recv()
+                except TimeoutError:
+                    return None
+                finally:
+                    self.sock.settimeout(None)
+                self.events.append(msg)
+
+    def start(self, cid: str, stdio: list[int] | None = None) -> int:
+        reply = self.request({"op": "start", "id": cid}, stdio)
+        if not reply.get("ok"):
+            raise StartError(str(reply.get("error")),
+                             exit_code=int(reply.get("exit_code") or 125))  # type: ignore
+        return int(reply["pid"])  # type: ignore[call-overload]
+
+    def close(self, *, wait: bool = True) -> None:
+        """Close the connection; a session monitor then kills its containers and exits."""
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if wait:
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _monitor_env() -> dict[str, str]:
+    """The monitor imports pydock from wherever this process found it."""
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root, env.get("PYTHONPATH")]))
+    return env

@@ -1,0 +1,271 @@
+"""Start a container or an exec from a single-threaded process: plan, clone, await the exec.
+
+Used by the monitor (monitor.py).  Everything the child needs is computed here, before the
+clone; the child only runs child.py's steps.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from pathlib import Path
+
+from ...errors import ExecError, StartError
+from ...spec import parse_signal  # noqa: F401  (re-exported for callers)
+from . import caps
+from . import syscalls as sc
+from .cgroups import Cgroup
+from .child import Plan, Workload, container_main, exec_main
+from .state import ContainerDir
+
+INIT_ENTRIES = ("proc", "sys", "dev", "etc", "etc/hosts", "etc/hostname", "etc/resolv.conf")
+DEFAULT_HOSTS = (
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+    "ff02::2\tip6-allrouters\n"
+)
+
+
+def ensure_init_layer(store_root: Path) -> Path:
+    """The shared read-only layer holding mount points (/proc, /dev, /etc/hosts, ...).
+
+    Like Docker's init layer it sits between the image and the writable layer, so mount
+    points never show up in ``diff`` or ``commit``.
+    """
+    path = store_root / "runtime" / "init"
+    if path.exists():
+        return path
+    tmp = store_root / "runtime" / f".init.{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for entry in INIT_ENTRIES:
+        p = tmp / entry
+        if "/" in entry:
+            p.touch(mode=0o644)
+        else:
+            p.mkdir(mode=0o555 if entry in ("proc", "sys") else 0o755, exist_ok=True)
+            os.chmod(p, 0o555 if entry in ("proc", "sys") else 0o755)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _host_resolv(host_network: bool) -> str:
+    try:
+        with open("/etc/resolv.conf") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    if host_network:
+        return "\n".join(lines) + "\n"
+    return "".join(line + "\n" for line in lines
+                   if not (line.startswith("nameserver") and
+                           line.split()[1:2] and line.split()[1].startswith(("127.", "::1"))))
+
+
+def write_etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
+    spec = cdir.spec
+    files = {}
+    if spec.network == "host":
+        try:
+            with open("/etc/hosts") as f:
+                files["hosts"] = f.read()
+        except OSError:
+            files["hosts"] = DEFAULT_HOSTS
+    else:
+        files["hosts"] = DEFAULT_HOSTS + f"127.0.1.1\t{spec.hostname}\n"
+    files["hostname"] = spec.hostname + "\n"
+    files["resolv.conf"] = _host_resolv(spec.network == "host")
+    out = []
+    for name, text in files.items():
+        path = cdir.path / name
+        with open(path, "w") as f:
+            f.write(text)
+        out.append((bytes(path), b"/etc/" + name.encode()))
+    return out
+
+
+def workload_for(*, argv: list[str], env: list[str], cwd: str, user: str, tty: bool,
+                 create_cwd: bool = True) -> Workload:
+    keep = caps.mask(caps.DOCKER_DEFAULT)
+    drop = [c for c in range(caps.last_cap() + 1) if not keep & (1 << c)]
+    return Workload(argv=argv, env=env, cwd=cwd, user=user, tty=tty, cap_keep=keep,
+                    cap_drop=drop, create_cwd=create_cwd)
+
+
+def _mount_entries(cdir: ContainerDir) -> list[tuple[str, bytes, bytes, int, bytes | None]]:
+    out: list[tuple[str, bytes, bytes, int, bytes | None]] = []
+    for m in cdir.spec.mounts:
+        if m.kind == "bind":
+            out.append(("bind", m.source.encode(), m.target.encode(),
+                        sc.MS_RDONLY if m.readonly else 0, None))
+        else:
+            opts = [o for o in m.options.split(",") if o]
+            flags = sc.MS_NOSUID | sc.MS_NODEV
+            data = []
+            for o in opts:
+                if o == "ro":
+                    flags |= sc.MS_RDONLY
+                elif o == "noexec":
+                    flags |= sc.MS_NOEXEC
+                elif o in ("rw", "exec", "suid", "dev", "nosuid", "nodev"):
+                    continue
+                else:
+                    data.append(o)
+            out.append(("tmpfs", b"tmpfs", m.target.encode(), flags,
+                        ",".join(data).encode() or None))
+    return out
+
+
+def read_error(fd: int) -> dict[str, object] | None:
+    """Read the child's error report; None when the pipe closed empty (exec succeeded)."""
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    if not chunks:
+        return None
+    try:
+        return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
+    except ValueError:
+        return {"step": "unknown", "message": b"".join(chunks).decode(errors="replace"),
+                "exit_code": 125}
+
+
+def describe(report: dict[str, object]) -> str:
+    step, message = report.get("step"), report.get("message")
+    if step == "exec":
+        return str(message)
+    filename = report.get("filename")
+    return f"{step}: {message}" + (f": {filename}" if filename else "")
+
+
+def start_container(cdir: ContainerDir, store_root: Path,
+                    stdio: tuple[int, int, int] | None) -> tuple[int, Cgroup]:
+    """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
+
+    Raises StartError naming the failed setup step; nothing of the attempt remains then.
+    """
+    spec = cdir.spec
+    config = cdir.config
+    init_layer = ensure_init_layer(store_root)
+    layers = ":".join([os.path.relpath(init_layer, store_root / "layers"), *config["layers"]])
+    options = (f"lowerdir={layers},upperdir={cdir.upper},workdir={cdir.work},volatile")
+    cgroup = Cgroup.create(f"pydock-{cdir.id[:12]}", memory=spec.memory,
+                           pids=spec.pids_limit, cpus=spec.cpus)
+    opened: list[int] = []
+    try:
+        if stdio is None:
+            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            out = os.open(cdir.stdout_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                          0o640)
+            err = os.open(cdir.stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                          0o640)
+            opened += [null, out, err]
+            stdio = (null, out, err)
+        cgroup_fds = cgroup.procs_files()
+        opened += cgroup_fds
+        rfd, wfd = os.pipe2(os.O_CLOEXEC)
+        opened.append(wfd)
+        plan = Plan(
+            layers_dir=bytes(store_root / "layers"),
+            overlay_options=options.encode(),
+            rootfs=bytes(cdir.rootfs),
+            hostname=spec.hostname.encode(),
+            etc_files=write_etc_files(cdir),
+            mounts=_mount_entries(cdir),
+            new_net=spec.network != "host",
+            init=spec.init,
+            stdio=stdio,
+            cgroup_fds=cgroup_fds,
+            errfd=wfd,
+            workload=workload_for(argv=list(spec.argv), env=list(spec.env),
+                                  cwd=spec.working_dir, user=spec.user, tty=spec.tty),
+        )
+        if len(plan.overlay_options) > 4000:
+            raise StartError(f"container {cdir.id[:12]}: image has too many layers "
+                             f"({len(config['layers'])}) for one overlay mount")
+        flags = (sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC |
+                 (sc.CLONE_NEWNET if plan.new_net else 0))
+        pid = sc.clone(flags)
+        if pid == 0:
+            container_main(plan)
+        for fd in opened:
+            os.close(fd)
+        opened = []
+        report = read_error(rfd)
+        if report is not None:
+            os.waitpid(pid, 0)
+            cgroup.remove()
+            name = cdir.config.get("name", cdir.id[:12])
+            raise StartError(f"container {name}: {describe(report)}",
+                             exit_code=int(report.get("exit_code") or 125))  # type: ignore
+        return pid, cgroup
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        cgroup.remove()
+        raise
+
+
+def ns_fds(pid: int) -> list[int]:
+    """Open the namespaces of a container's PID 1 (mount last: it changes our root)."""
+    fds = []
+    for ns in ("ipc", "uts", "net", "pid", "mnt"):
+        try:
+            fds.append(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            if exc.errno in (errno.ENOENT, errno.ESRCH):
+                raise ExecError("container is not running", exit_code=125) from None
+            raise
+    return fds
+
+
+def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
+               stdio: tuple[int, int, int]) -> int:
+    """Fork a process that joins the container and execs ``workload``; returns its pid.
+
+    The returned process relays the exit status of the command (128+N for signal N).
+    Raises ExecError when the command could not be started (127: not found).
+    """
+    fds = ns_fds(pid1)
+    cg_fds = cgroup.procs_files()
+    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        exec_main(pid1, fds, cg_fds, stdio, workload, wfd)
+    for fd in (*fds, *cg_fds, wfd):
+        os.close(fd)
+    report = read_error(rfd)
+    if report is not None:
+        os.waitpid(pid, 0)
+        raise ExecError(describe(report), exit_code=int(report.get("exit_code") or 126))  # type: ignore
+    return pid
+
+
+def send(sock: socket.socket, doc: dict[str, object], fds: list[int] | None = None) -> None:
+    data = json.dumps(doc).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+    if not data:
+        return None, fds
+    return json.loads(data), fds

@@ -1,0 +1,207 @@
+"""The monitor: a small single-threaded process that clones containers and watches them.
+
+It is the parent of every container it starts: it reaps PID 1, records the exit status (and
+OOM kills) in state.json, removes the cgroups, and deletes ``--rm`` containers.  Clients talk
+to it over a SOCK_SEQPACKET socket (JSON messages, file descriptors by SCM_RIGHTS).
+
+Two modes:
+- session (default): serves one client (a pytest session, a foreground ``pydock run``); when
+  the client goes away, even by SIGKILL, it kills the containers it started and exits.
+- detach: for ``pydock run -d`` / ``pydock start``; it outlives its client and exits when its
+  containers have exited.
+Containers get PR_SET_PDEATHSIG=SIGKILL, so a SIGKILLed monitor takes them along; the next
+``pydock`` command sweeps what it left (sweep.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from ...errors import PydockError
+from . import syscalls as sc
+from .cgroups import Cgroup
+from .launch import recv, send, start_container, start_exec, workload_for
+from .state import ContainerDir, ContainerTable
+
+
+def now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of a process (clock ticks since boot), to tell it from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+class Monitor:
+    def __init__(self, sock: socket.socket, store_root: Path, *, detach: bool) -> None:
+        self.sock: socket.socket | None = sock
+        self.store_root = store_root
+        self.table = ContainerTable(store_root / "containers")
+        self.detach = detach
+        self.containers: dict[int, tuple[ContainerDir, Cgroup]] = {}
+        self.execs: dict[int, str] = {}
+
+    # -- requests --------------------------------------------------------------------------
+    def handle(self, msg: dict[str, object], fds: list[int]) -> None:
+        op = msg.get("op")
+        try:
+            if op == "start":
+                reply = self.start(str(msg["id"]), fds)
+            elif op == "exec":
+                reply = self.exec(msg, fds)
+            elif op == "ping":
+                reply = {"ok": True, "pid": os.getpid()}
+            else:
+                reply = {"ok": False, "error": f"unknown request {op!r}"}
+        except PydockError as exc:
+            reply = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+        except OSError as exc:
+            reply = {"ok": False, "error": f"{op}: {exc}", "exit_code": 125}
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.send(reply)
+
+    def start(self, cid: str, fds: list[int]) -> dict[str, object]:
+        cdir = self.table.lookup(cid)
+        stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
+        try:
+            pid, cgroup = start_container(cdir, self.store_root, stdio)
+        except PydockError as exc:
+            cdir.write_state(status="created", exit_code=exc.exit_code, error=str(exc))
+            raise
+        self.containers[pid] = (cdir, cgroup)
+        cdir.write_state(status="running", pid=pid, pid_start=proc_start_time(pid),
+                         monitor_pid=os.getpid(), monitor_start=proc_start_time(os.getpid()),
+                         started_at=now(), finished_at=None, exit_code=None,
+                         oom_killed=False, error="", cgroup=cgroup.to_json())
+        return {"ok": True, "pid": pid}
+
+    def exec(self, msg: dict[str, object], fds: list[int]) -> dict[str, object]:
+        cdir = self.table.lookup(str(msg["id"]))
+        state = cdir.read_state()
+        if state.get("status") != "running":
+            return {"ok": False, "error": f"container {cdir.config['name']} is not running",
+                    "exit_code": 125}
+        workload = workload_for(argv=list(msg["argv"]), env=list(msg["env"]),  # type: ignore
+                                cwd=str(msg["cwd"]), user=str(msg["user"]),
+                                tty=bool(msg.get("tty")), create_cwd=False)
+        pid = start_exec(int(state["pid"]), Cgroup.from_json(state.get("cgroup")), workload,
+                         (fds[0], fds[1], fds[2]))
+        self.execs[pid] = cdir.id
+        return {"ok": True, "pid": pid}
+
+    def send(self, doc: dict[str, object]) -> None:
+        if self.sock is None:
+            return
+        try:
+            send(self.sock, doc)
+        except OSError:
+            self.client_gone()
+
+    # -- children ---------------------------------------------------------------------------
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.containers:
+                cdir, cgroup = self.containers.pop(pid)
+                self.finish(cdir, cgroup, exit_code(status))
+            elif pid in self.execs:
+                self.execs.pop(pid)
+                self.send({"event": "exec_exit", "pid": pid, "exit_code": exit_code(status)})
+
+    def finish(self, cdir: ContainerDir, cgroup: Cgroup, code: int) -> None:
+        oom = cgroup.oom_killed()
+        cgroup.kill()
+        cgroup.remove()
+        try:
+            cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
+                             finished_at=now(), pid=0, cgroup=None)
+            if cdir.spec.auto_remove:
+                self.table.delete(cdir)
+        except PydockError:
+            pass  # removed meanwhile
+        self.send({"event": "exited", "id": cdir.id, "exit_code": code, "oom_killed": oom})
+
+    def client_gone(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if not self.detach:
+            for pid in [*self.containers, *self.execs]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    # -- loop -------------------------------------------------------------------------------
+    def serve(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.reap()
+        while self.sock is not None or self.containers or self.execs:
+            readers = [wake_r] + ([self.sock] if self.sock is not None else [])
+            try:
+                ready, _, _ = select.select(readers, [], [], 5.0)
+            except InterruptedError:
+                ready = []
+            if wake_r in ready:
+                try:
+                    while os.read(wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            self.reap()
+            if self.sock is not None and self.sock in ready:
+                try:
+                    msg, fds = recv(self.sock)
+                except (OSError, ValueError):
+                    msg, fds = None, []
+                if msg is None:
+                    self.client_gone()
+                else:
+                    self.handle(msg, fds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="pydock-monitor")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--detach", action="store_true")
+    args = parser.parse_args(argv)
+    sc.set_process_name(b"pydock-monitor")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sock = socket.socket(fileno=args.fd)
+    os.set_inheritable(args.fd, False)
+    Monitor(sock, Path(args.store), detach=args.detach).serve()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Resolve a USER string through the container's /etc/passwd and /etc/group (Docker's rules)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class UserError(Exception):
+    """The user or group named by USER does not exist in the image."""
+
+
+@dataclass(frozen=True)
+class ExecUser:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def _entries(text: str, fields: int) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) >= fields:
+            rows.append(parts)
+    return rows
+
+
+def resolve(user: str, passwd: str, group: str) -> ExecUser:
+    """``name``, ``uid``, ``name:group``, ``uid:gid`` -> ids, supplementary groups, home.
+
+    Like runc's GetExecUser: a numeric uid missing from passwd is used as is with gid 0 and
+    home ``/``; a name missing from passwd is an error.
+    """
+    user_part, _, group_part = (user or "0").partition(":")
+    users = _entries(passwd, 7)
+    entry = None
+    for row in users:
+        if row[0] == user_part or (user_part.isdigit() and row[2] == user_part):
+            entry = row
+            break
+    if entry is None:
+        if not user_part.isdigit():
+            raise UserError(f"unable to find user {user_part}: no matching entries in "
+                            "passwd file")
+        uid, gid, home, name = int(user_part), 0, "/", ""
+    else:
+        uid, gid, home, name = int(entry[2]), int(entry[3]), entry[5] or "/", entry[0]
+    groups_rows = _entries(group, 4)
+    if group_part:
+        for row in groups_rows:
+            if row[0] == group_part or (group_part.isdigit() and row[2] == group_part):
+                gid = int(row[2])
+                break
+        else:
+            if not group_part.isdigit():
+                raise UserError(f"unable to find group {group_part}: no matching entries in "
+                                "group file")
+            gid = int(group_part)
+        supplementary: list[int] = []
+    else:
+        supplementary = [int(row[2]) for row in groups_rows
+                         if name and name in row[3].split(",") and row[2].isdigit()]
+    groups = tuple(dict.fromkeys([gid, *supplementary]))
+    return ExecUser(uid=uid, gid=gid, groups=groups, home=home)
+
+
+def resolve_in_root(user: str, root: str = "/") -> ExecUser:
+    """Resolve ``user`` reading passwd and group below ``root`` (missing files are empty)."""
+    texts = []
+    for name in ("etc/passwd", "etc/group"):
+        try:
+            with open(f"{root.rstrip('/')}/{name}", encoding="utf-8", errors="replace") as f:
+                texts.append(f.read())
+        except OSError:
+            texts.append("")
+    return resolve(user, texts[0], texts[1])

@@ -1,0 +1,287 @@
+"""Image + run options -> a validated ContainerSpec, applying Docker's rules (pure functions)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .models import ContainerSpec, Image, Mount
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+NETWORKS = ("none", "host")
+_NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Run options as a user gives them (CLI flags or keyword arguments)."""
+
+    command: Sequence[str] | None = None
+    entrypoint: Sequence[str] | str | None | object = _UNSET
+    env: Sequence[str] = ()
+    working_dir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    name: str | None = None
+    labels: Mapping[str, str] | None = None
+    mounts: Sequence[Mount] = ()
+    network: str = "none"
+    init: bool = False
+    tty: bool = False
+    stdin_open: bool = False
+    auto_remove: bool = False
+    memory: int | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    stop_signal: str | None = None
+    stop_timeout: float | None = None
+
+
+def merge_env(base: Sequence[str], overrides: Sequence[str]) -> tuple[str, ...]:
+    """Docker's ReplaceOrAppendEnvValues: later ``K=V`` replace earlier ones in place."""
+    out: list[str] = list(base)
+    index = {item.partition("=")[0]: i for i, item in enumerate(out)}
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in index:
+            out[index[key]] = item
+        else:
+            index[key] = len(out)
+            out.append(item)
+    return tuple(out)
+
+
+def resolve_argv(image: Image, opts: RunOptions) -> tuple[
+        tuple[str, ...], tuple[str, ...] | None, tuple[str, ...] | None]:
+    """Entrypoint + Cmd as Docker combines them; returns (argv, cmd, entrypoint)."""
+    entrypoint: tuple[str, ...] | None
+    cmd: tuple[str, ...] | None
+    if opts.entrypoint is _UNSET:
+        entrypoint = image.config.entrypoint
+        cmd = tuple(opts.command) if opts.command else image.config.cmd
+    else:
+        # --entrypoint replaces the image's and drops the image's CMD (docker run).
+        ep = opts.entrypoint
+        if ep is None or ep == "" or ep == []:
+            entrypoint = None
+        elif isinstance(ep, str):
+            entrypoint = (ep,)
+        else:
+            entrypoint = tuple(ep)  # type: ignore[arg-type]
+        cmd = tuple(opts.command) if opts.command else None
+    argv = (entrypoint or ()) + (cmd or ())
+    return argv, cmd, entrypoint
+
+
+def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> ContainerSpec:
+    """Combine an image's config with run options; raise UsageError on invalid values."""
+    argv, cmd, entrypoint = resolve_argv(image, opts)
+    hostname = opts.hostname or container_id[:12]
+    env = merge_env(
+        (f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}", *(("TERM=xterm",) if opts.tty else ())),
+        merge_env(image.config.env, opts.env),
+    )
+    stop = opts.stop_signal or image.config.stop_signal or "SIGTERM"
+    spec = ContainerSpec(
+        image_id=image.id,
+        image_name=image.tags[0] if image.tags else image.id,
+        argv=argv,
+        env=env,
+        working_dir=opts.working_dir or image.config.working_dir or "/",
+        user=opts.user if opts.user is not None else image.config.user,
+        hostname=hostname,
+        name=(opts.name or "").lstrip("/"),
+        labels=tuple(sorted({**image.config.labels_dict, **(opts.labels or {})}.items())),
+        mounts=tuple(opts.mounts),
+        network=opts.network,
+        init=opts.init,
+        tty=opts.tty,
+        stdin_open=opts.stdin_open,
+        auto_remove=opts.auto_remove,
+        memory=opts.memory,
+        pids_limit=opts.pids_limit,
+        cpus=opts.cpus,
+        stop_signal=stop,
+        stop_timeout=10.0 if opts.stop_timeout is None else opts.stop_timeout,
+        cmd=cmd,
+        entrypoint=entrypoint,
+    )
+    validate(spec, given_name=opts.name)
+    return spec
+
+
+# -- validation: a list of small named checks (runc's configs/validate) --------------------
+
+def _check_command(spec: ContainerSpec) -> str | None:
+    if not spec.argv:
+        return f"no command specified: image {spec.image_name} has no CMD or ENTRYPOINT"
+    return None
+
+
+def _check_workdir(spec: ContainerSpec) -> str | None:
+    if not spec.working_dir.startswith("/"):
+        return (f"the working directory {spec.working_dir!r} is invalid, "
+                "it needs to be an absolute path")
+    return None
+
+
+def _check_name(spec: ContainerSpec) -> str | None:
+    if spec.name and not _NAME_RE.match(spec.name):
+        return (f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                "are allowed")
+    return None
+
+
+def _check_network(spec: ContainerSpec) -> str | None:
+    if spec.network not in NETWORKS:
+        return f"unknown network {spec.network!r}: the native engine supports none and host"
+    return None
+
+
+def _check_mounts(spec: ContainerSpec) -> str | None:
+    for m in spec.mounts:
+        if not m.target.startswith("/") or m.target == "/":
+            return f"invalid mount target {m.target!r}: must be an absolute path other than /"
+        if m.kind == "bind":
+            if not os.path.isabs(m.source):
+                return f"invalid bind mount source {m.source!r}: must be an absolute host path"
+            if not os.path.exists(m.source):
+                return f"bind mount source path does not exist: {m.source}"
+    return None
+
+
+def _check_limits(spec: ContainerSpec) -> str | None:
+    if spec.memory is not None and spec.memory < 6 * 1024 * 1024:
+        return "minimum memory limit allowed is 6MB"
+    if spec.pids_limit is not None and spec.pids_limit < 1:
+        return f"invalid pids limit {spec.pids_limit}: must be at least 1"
+    if spec.cpus is not None and not 0 < spec.cpus <= (os.cpu_count() or 1):
+        return (f"range of CPUs is from 0.01 to {os.cpu_count()}.00, "
+                f"as there are only {os.cpu_count()} CPUs available")
+    return None
+
+
+def _check_stop_signal(spec: ContainerSpec) -> str | None:
+    try:
+        parse_signal(spec.stop_signal)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+CHECKS: tuple[Callable[[ContainerSpec], str | None], ...] = (
+    _check_command, _check_workdir, _check_name, _check_network, _check_mounts,
+    _check_limits, _check_stop_signal,
+)
+
+
+def validate(spec: ContainerSpec, *, given_name: str | None = None) -> None:
+    """Run every check; raise UsageError with all problems found."""
+    problems = [p for p in (check(spec) for check in CHECKS) if p]
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+# -- parsing of user-facing option values (shared by the CLI and the Python API) -------------
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """``512m``, ``1g``, ``1048576`` -> bytes (Docker's RAMInBytes)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?\s*", text.lower())
+    if not m:
+        raise UsageError(f"invalid {what} {text!r}: use a number with an optional unit "
+                         "b, k, m or g (e.g. 256m)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+def parse_signal(text: str | int) -> int:
+    """``SIGTERM``, ``TERM``, ``15`` -> 15."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().upper()
+    if t.isdigit():
+        return int(t)
+    name = t if t.startswith("SIG") else f"SIG{t}"
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise UsageError(f"invalid signal: {text!r}") from None
+
+
+def parse_volume(text: str) -> Mount:
+    """``/host:/ctr[:ro|rw]`` -> a bind Mount (named volumes are not supported yet)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise UsageError(f"invalid volume spec {text!r}: use /host/path:/container/path[:ro]")
+    source, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise UsageError(f"invalid volume mode {mode!r} in {text!r}: use ro or rw")
+    if not os.path.isabs(source):
+        raise UsageError(f"invalid volume spec {text!r}: the source must be an absolute host "
+                         "path (named volumes are not supported by the native engine yet)")
+    return Mount(target=target, kind="bind", source=os.path.normpath(source),
+                 readonly=mode == "ro")
+
+
+def parse_tmpfs(text: str) -> Mount:
+    """``/run[:size=64m,mode=1777]`` -> a tmpfs Mount."""
+    target, _, options = text.partition(":")
+    for opt in filter(None, options.split(",")):
+        key, _, value = opt.partition("=")
+        if key == "size":
+            parse_size(value, what="tmpfs size")
+        elif key == "mode" and not re.fullmatch(r"[0-7]{3,4}", value):
+            raise UsageError(f"invalid tmpfs mode {value!r} in {text!r}")
+        elif key not in ("size", "mode", "ro", "rw", "noexec", "exec", "nosuid", "suid",
+                         "nodev", "dev", "uid", "gid", "nr_inodes"):
+            raise UsageError(f"unknown tmpfs option {key!r} in {text!r}")
+    return Mount(target=target, kind="tmpfs", options=options, readonly="ro" in
+                 options.split(","))
+
+
+def parse_env(items: Sequence[str], *, host_env: Mapping[str, str]) -> list[str]:
+    """``-e K=V`` / ``-e K`` (taken from the host, dropped when unset) -> ``K=V`` list."""
+    out = []
+    for item in items:
+        if "=" in item:
+            if item.startswith("="):
+                raise UsageError(f"invalid environment variable: {item!r}")
+            out.append(item)
+        elif item in host_env:
+            out.append(f"{item}={host_env[item]}")
+    return out
+
+
+def read_env_file(path: str, *, host_env: Mapping[str, str]) -> list[str]:
+    """Docker's ``--env-file``: KEY=VALUE lines, # comments, a bare KEY from the host."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key = line.partition("=")[0]
+        if not key or " " in key.strip() or key != key.strip():
+            raise UsageError(f"{path}:{number}: invalid variable name {key!r}")
+        items.append(line)
+    return parse_env(items, host_env=host_env)
+
+
+def parse_cpus(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"invalid --cpus value {text!r}: use a number like 0.5") from None
+    return value
