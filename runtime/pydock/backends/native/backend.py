@@ -193,6 +193,8 @@ class NativeContainer:
                 ev = client.wait_event({"event": "exited", "id": self.id}, timeout)
                 if ev is None:
                     raise TimeoutError(f"container {self.name} still running")
+                return ExitStatus(int(ev["exit_code"]),  # type: ignore[call-overload]
+                                  bool(ev.get("oom_killed")))
             else:
                 _wait_pid(int(state["pid"]), timeout)
             state = self._wait_recorded(timeout)

@@ -179,7 +179,7 @@ def _container_main(plan: Plan) -> None:
         for kind, src, target, flags, data in plan.mounts:
             path = _mkdirs_in_root(root, target, src if kind == "bind" else None)
             if kind == "bind":
-                sc.mount(src, path, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(src, path, None, sc.MS_BIND)
                 if flags & sc.MS_RDONLY:
                     sc.mount(None, path, None,
                              sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
@@ -289,6 +289,7 @@ def run_init(plan: Plan) -> None:
         return  # the caller execs the workload in this child
     _close(plan.errfd)
     os.umask(0o022)
+    sc.set_process_name(b"pydock-init")
     _init_loop(pid)
 
 
