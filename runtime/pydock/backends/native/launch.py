@@ -150,6 +150,14 @@ def describe(report: dict[str, object]) -> str:
     return f"{step}: {message}" + (f": {filename}" if filename else "")
 
 
+def _fresh_workdir(work: Path) -> None:
+    """Overlay refuses a workdir left by a volatile mount (a restart): start it empty."""
+    if any(work.iterdir()):
+        import shutil
+        shutil.rmtree(work)
+        work.mkdir()
+
+
 def start_container(cdir: ContainerDir, store_root: Path,
                     stdio: tuple[int, int, int] | None) -> tuple[int, Cgroup]:
     """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
@@ -159,6 +167,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
     spec = cdir.spec
     config = cdir.config
     init_layer = ensure_init_layer(store_root)
+    _fresh_workdir(cdir.work)
     layers = ":".join([os.path.relpath(init_layer, store_root / "layers"), *config["layers"]])
     options = (f"lowerdir={layers},upperdir={cdir.upper},workdir={cdir.work},volatile")
     cgroup = Cgroup.create(f"pydock-{cdir.id[:12]}", memory=spec.memory,
