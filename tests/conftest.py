@@ -18,7 +18,8 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 APPLETS = (
     "sh ls cat echo true false sleep env id ps touch rm mkdir hostname mount kill "
     "grep head tail wc sed awk printf test stat readlink ln chmod chown dd yes seq "
-    "whoami uname nc httpd wget date tr cut sort find mv cp top free df"
+    "whoami uname nc httpd wget date tr cut sort find mv cp top free df pwd tee xargs "
+    "basename dirname which netstat ping vi less more od md5sum sha256sum du"
 ).split()
 
 
@@ -87,3 +88,68 @@ def pydock_cli(*args: str, input: bytes | None = None, timeout: float = 60,
         timeout=timeout,
         env=env,
     )
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the native engine needs root")
+
+
+@pytest.fixture
+def busybox_image(store_dir: Path, busybox_tar: Path) -> str:
+    """The busybox rootfs imported into the test's store as ``busybox:latest`` (CMD sh)."""
+    from pydock.models import ImageConfig
+    from pydock.store import Store
+
+    with open(busybox_tar, "rb") as f:
+        Store(store_dir).import_tar(f, config=ImageConfig(cmd=("sh",)), ref="busybox")
+    return "busybox"
+
+
+@pytest.fixture
+def backend(store_dir: Path, busybox_image: str):  # type: ignore[no-untyped-def]
+    """A native backend over the test's store; closed (containers killed) afterwards."""
+    needs_root()
+    from pydock.backends.native.backend import NativeBackend
+
+    b = NativeBackend(store_dir)
+    yield b
+    b.close()
+
+
+def leftovers(store_dir: Path) -> dict[str, list[str]]:
+    """Mounts, processes and cgroups on the host that belong to the store ``store_dir``."""
+    found: dict[str, list[str]] = {"mounts": [], "processes": [], "cgroups": []}
+    with open("/proc/self/mountinfo") as f:
+        found["mounts"] = [line for line in f if str(store_dir) in line]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in ("pydock-monitor", "pydock-init") and str(store_dir) in cmdline:
+            found["processes"].append(f"{pid} {comm} {cmdline}")
+    ids = set()
+    containers = store_dir / "containers"
+    if containers.exists():
+        ids = {p.name[:12] for p in containers.iterdir()}
+    for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
+        for d in dirnames:
+            if d.startswith("pydock-") and d[7:] in ids:
+                found["cgroups"].append(os.path.join(dirpath, d))
+    return {k: v for k, v in found.items() if v}
+
+
+@pytest.fixture
+def no_leaks(store_dir: Path):  # type: ignore[no-untyped-def]
+    """Fails the test when mounts, processes or cgroups of its store remain afterwards."""
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while (left := leftovers(store_dir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"leaked: {left}"

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import PydockError
-from . import containers, images
+from . import containers, files, images
 
 PROG = "pydock"
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     images.register(sub)
     containers.register(sub)
+    files.register(sub)
     return parser
 
 

@@ -134,10 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def attach_run(b: NativeBackend, c: NativeContainer, *, interactive: bool, tty: bool) -> int:
     """Start ``c`` under this process's monitor and stream its output until it exits."""
     if tty:
-        with terminal.Pty() as pty:
-            c.start(stdio=[pty.slave] * 3)
-            pty.close_slave()
-            pty.copy(log=c.dir.stdout_log, done=lambda: c.status is not Status.RUNNING)
+        master = c.start(winsize=terminal.winsize())
+        assert master is not None
+        with terminal.Terminal(master) as term:
+            term.copy(log=c.dir.stdout_log, done=lambda: c.status is not Status.RUNNING)
         return c.wait().exit_code
     out = os.open(c.dir.stdout_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     err = os.open(c.dir.stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -206,15 +206,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
     env = parse_env(args.env, host_env=dict(os.environ))
     try:
         if args.tty:
-            with terminal.Pty() as pty:
-                exec_id = c.exec_start(args.command, stdio=[pty.slave] * 3, env=env,
-                                       user=args.user, workdir=args.workdir, tty=True)
-                pty.close_slave()
-                pty.copy(log=None, done=lambda: False)
+            exec_id, master = c.exec_start(args.command, env=env, user=args.user,
+                                           workdir=args.workdir, tty=True,
+                                           winsize=terminal.winsize())
+            assert master is not None
+            with terminal.Terminal(master) as term:
+                term.copy(log=None, done=lambda: False)
             return c.exec_wait(exec_id)
         stdin = 0 if args.interactive else os.open(os.devnull, os.O_RDONLY)
-        exec_id = c.exec_start(args.command, stdio=[stdin, 1, 2], env=env, user=args.user,
-                               workdir=args.workdir)
+        exec_id, _ = c.exec_start(args.command, stdio=[stdin, 1, 2], env=env, user=args.user,
+                                  workdir=args.workdir)
         return c.exec_wait(exec_id)
     finally:
         b.close()

@@ -3,7 +3,249 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO
+
+from ..changes import apply_changes
+from ..errors import PydockError, UsageError
+from ..inspect_image import inspect_image_doc
+from ..models import Image, ImageConfig
+from ..store import Store
+
+_RAW = argparse.RawDescriptionHelpFormatter
+_RFC3339 = re.compile(r"(.+?T\d\d:\d\d:\d\d)(\.\d+)?(Z|z|[+-]\d\d:\d\d)?")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the image subcommands to the CLI parser."""
+    _add_import(sub)
+    _add_images(sub.add_parser(
+        "images", help="list images",
+        description="List the images in the store, newest first, one row per tag."))
+    _add_tag(sub.add_parser(
+        "tag", help="give an image another name",
+        description="Create the tag TARGET that refers to the image SOURCE."))
+    _add_rmi(sub.add_parser(
+        "rmi", help="remove images",
+        description="Remove images: by name removes that tag (and the image once no tag is "
+        "left), by id removes the image and all its tags. Layers no other image uses go too."))
+    _add_image_group(sub)
+    gc = sub.add_parser(
+        "gc", help="delete unused layers and stale temporary files",
+        description="Delete layers no image refers to and leftovers of dead pydock processes. "
+        "Images themselves are kept (remove them with rmi). Safe while pydock runs elsewhere.")
+    gc.set_defaults(func=cmd_gc)
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser(
+        "import", help="create an image from a rootfs tarball", formatter_class=_RAW,
+        description="Create a one-layer image from a tarball of a root filesystem (plain, gzip, "
+        "bzip2 or xz) and print its id.",
+        epilog="examples:\n  pydock import rootfs.tar.gz myapp:1.0 --change 'CMD [\"/app\"]'\n"
+        "  tar -C rootfs -c . | pydock import - myapp --change 'ENV DEBUG=1'")
+    parser.add_argument("file", metavar="FILE|-", help="the tarball, or - to read stdin")
+    parser.add_argument("ref", metavar="NAME[:TAG]", nargs="?", help="tag the new image")
+    parser.add_argument(
+        "-c", "--change", action="append", default=[], metavar="LINE",
+        help="a Dockerfile instruction to apply to the image config (CMD, ENTRYPOINT, ENV, "
+        "EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable")
+    parser.add_argument("-m", "--message", default="", help="commit message for the history")
+    parser.set_defaults(func=cmd_import)
+
+
+def _add_images(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print image ids")
+    parser.add_argument("--no-trunc", action="store_true", help="print full image ids")
+    parser.set_defaults(func=cmd_images)
+
+
+def _add_tag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE", help="image name, id or id prefix")
+    parser.add_argument("target", metavar="TARGET", help="new NAME[:TAG]")
+    parser.set_defaults(func=cmd_tag)
+
+
+def _add_rmi(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--force", action="store_true",
+        help="remove an image with several tags by id; untag an image a container uses")
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image name, id or id prefix")
+    parser.set_defaults(func=cmd_rmi)
+
+
+def _add_inspect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", metavar="IMAGE", nargs="+", help="image name, id or id prefix")
+    parser.set_defaults(func=cmd_image_inspect)
+
+
+def _add_image_group(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    group = sub.add_parser(
+        "image", help="manage images (inspect, ls, rm)",
+        description="Manage images: `image inspect` prints their configuration as JSON.")
+    image_sub = group.add_subparsers(dest="image_command", metavar="COMMAND")
+    image_sub.required = True
+    _add_inspect(image_sub.add_parser(
+        "inspect", help="print images' details as JSON",
+        description="Print a JSON list with one object per image, shaped like "
+        "`docker image inspect` (Id, RepoTags, Config, RootFS, ...)."))
+    _add_images(image_sub.add_parser(
+        "ls", help="list images", description="List the images in the store (as `images`)."))
+    _add_rmi(image_sub.add_parser(
+        "rm", help="remove images", description="Remove images (as `rmi`)."))
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return Store(getattr(args, "store", None))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    config = apply_changes(ImageConfig(), args.change)
+    comment = args.message or f"Imported from {args.file}"
+    store = _store(args)
+    if args.file == "-":
+        image = store.import_tar(sys.stdin.buffer, config=config, ref=args.ref, comment=comment)
+    else:
+        with _open(args.file) as f:
+            image = store.import_tar(f, config=config, ref=args.ref, comment=comment)
+    print(image.id)
+    return 0
+
+
+def _open(path: str) -> IO[bytes]:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    images = _store(args).images()
+    if args.quiet:
+        for image_id in dict.fromkeys(i.id if args.no_trunc else i.short_id for i in images):
+            print(image_id)
+        return 0
+    now = dt.datetime.now(dt.UTC)
+    rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    for image in images:
+        image_id = image.id if args.no_trunc else image.short_id
+        created = human_duration(now - _parse_time(image.created)) if image.created else ""
+        for repo, tag in _repo_tags(image):
+            rows.append([repo, tag, image_id, created, human_size(image.size)])
+    print(format_table(rows))
+    return 0
+
+
+def _repo_tags(image: Image) -> list[tuple[str, str]]:
+    if not image.tags:
+        return [("<none>", "<none>")]
+    return [(name, tag) for name, _, tag in (t.rpartition(":") for t in image.tags)]
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    store = _store(args)
+    store.tag(store.image(args.source).id, args.target)
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    store = _store(args)
+    return _each(args.images, lambda ref: print(
+        "\n".join(store.remove_image(ref, force=args.force))))
+
+
+def cmd_image_inspect(args: argparse.Namespace) -> int:
+    store = _store(args)
+    docs: list[dict[str, object]] = []
+    status = _each(args.images, lambda ref: docs.append(inspect_image_doc(store, ref)))
+    print(json.dumps(docs, indent=4))
+    return status
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    report = _store(args).gc()
+    for layer in report.layers:
+        print(f"Deleted layer: {layer}")
+    for entry in report.tmp_entries:
+        print(f"Deleted stale temporary: {entry}")
+    print(f"Total reclaimed space: {human_size(report.bytes_freed)}")
+    return 0
+
+
+def _each(refs: Sequence[str], action: Callable[[str], object]) -> int:
+    """Run ``action(ref)`` for every ref, reporting errors and going on (like docker)."""
+    status = 0
+    for ref in refs:
+        try:
+            action(ref)
+        except PydockError as exc:
+            print(f"pydock: error: {exc}", file=sys.stderr)
+            status = exc.exit_code
+    return status
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def format_table(rows: list[list[str]]) -> str:
+    """Columns padded like docker's tabwriter (at least 10 wide, 3 spaces apart)."""
+    widths = [max(10, max(len(row[i]) for row in rows) + 3) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "".join(cell.ljust(w) for cell, w in zip(row, widths)) + row[-1] for row in rows
+    )
+
+
+def human_size(size: float) -> str:
+    """Docker's decimal sizes with 3 significant digits: ``4.26MB``, ``512B``."""
+    units = ["B", "kB", "MB", "GB", "TB", "PB"]
+    i = 0
+    while size >= 1000 and i < len(units) - 1:
+        size /= 1000
+        i += 1
+    return f"{size:.3g}{units[i]}"
+
+
+def human_duration(delta: dt.timedelta) -> str:
+    """Docker's ``3 minutes ago`` wording."""
+    seconds = int(delta.total_seconds())
+    hours = int(delta.total_seconds() / 3600 + 0.5)
+    if seconds < 1:
+        text = "Less than a second"
+    elif seconds == 1:
+        text = "1 second"
+    elif seconds < 60:
+        text = f"{seconds} seconds"
+    elif seconds // 60 == 1:
+        text = "About a minute"
+    elif seconds < 3600:
+        text = f"{seconds // 60} minutes"
+    elif hours == 1:
+        text = "About an hour"
+    elif hours < 48:
+        text = f"{hours} hours"
+    elif hours < 24 * 7 * 2:
+        text = f"{hours // 24} days"
+    elif hours < 24 * 30 * 2:
+        text = f"{hours // 24 // 7} weeks"
+    elif hours < 24 * 365 * 2:
+        text = f"{hours // 24 // 30} months"
+    else:
+        text = f"{int(delta.total_seconds() / 3600 / 24 / 365)} years"
+    return f"{text} ago"
+
+
+def _parse_time(text: str) -> dt.datetime:
+    """An RFC 3339 time (nanoseconds allowed) as an aware datetime."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise UsageError(f"invalid timestamp {text!r}")
+    head, frac, zone = match.groups()
+    zone = "+00:00" if zone in (None, "Z", "z") else zone
+    return dt.datetime.fromisoformat(f"{head}{(frac or '')[:7]}{zone}")

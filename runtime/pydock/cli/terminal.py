@@ -1,4 +1,4 @@
-"""Terminal plumbing for the CLI: a pty proxy for -t, and a follower of log files."""
+"""Terminal plumbing for the CLI: proxy our terminal to a container's pty; follow log files."""
 
 from __future__ import annotations
 
@@ -14,38 +14,37 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-class Pty:
-    """A pseudo-terminal whose slave goes to the container; copies it to our terminal."""
+def winsize() -> bytes | None:
+    """Our terminal's size as a struct winsize (None when stdin is no terminal)."""
+    if not os.isatty(0):
+        return None
+    return fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
 
-    def __init__(self) -> None:
-        self.master, self.slave = os.openpty()
-        os.set_inheritable(self.master, False)
+
+class Terminal:
+    """Puts our terminal in raw mode and copies bytes to and from a container's pty master."""
+
+    def __init__(self, master: int) -> None:
+        self.master = master
         self._saved: list[object] | None = None
-        self._sync_size()
 
-    def _sync_size(self, *_: object) -> None:
-        if os.isatty(0):
-            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+    def _resize(self, *_: object) -> None:
+        size = winsize()
+        if size:
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
 
-    def __enter__(self) -> Pty:
+    def __enter__(self) -> Terminal:
         if os.isatty(0):
             self._saved = termios.tcgetattr(0)
             tty.setraw(0)
-        signal.signal(signal.SIGWINCH, self._sync_size)
+        signal.signal(signal.SIGWINCH, self._resize)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, self._saved)  # type: ignore[arg-type]
         signal.signal(signal.SIGWINCH, signal.SIG_DFL)
-        self.close_slave()
         os.close(self.master)
-
-    def close_slave(self) -> None:
-        if self.slave >= 0:
-            os.close(self.slave)
-            self.slave = -1
 
     def copy(self, *, log: Path | None, done: Callable[[], bool]) -> None:
         """Copy stdin -> pty and pty -> stdout (and ``log``) until the pty closes."""

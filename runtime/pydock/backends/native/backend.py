@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import struct
 import signal as _signal
 import sys
 import threading
@@ -20,6 +21,9 @@ from ..base import Capabilities, Status
 from .client import MonitorClient
 from .monitor import now, proc_start_time
 from .state import ContainerDir, ContainerTable
+
+
+DEFAULT_WINSIZE = struct.pack("HHHH", 24, 80, 0, 0)
 
 
 def check_host() -> None:
@@ -165,24 +169,32 @@ class NativeContainer:
         return int(self.state().get("pid") or 0)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def start(self, *, stdio: Sequence[int] | None = None, detach: bool = False) -> None:
+    def start(self, *, stdio: Sequence[int] | None = None, detach: bool = False,
+              winsize: bytes | None = None) -> int | None:
         """Start the container.  ``detach``: run it under its own monitor, so it outlives
-        this process (the CLI's ``run -d`` and ``start``); else under the session monitor."""
+        this process (the CLI's ``run -d`` and ``start``); else under the session monitor.
+
+        For a tty container (spec.tty) started attached, returns the master fd of its
+        terminal (made inside the container, sized ``winsize``); the caller closes it.
+        """
         status = self.status
         if status is Status.RUNNING:
             raise InvalidState(f"container {self.name} is already running")
+        if self.spec.tty:
+            winsize = winsize or DEFAULT_WINSIZE
+        fds = list(stdio) if stdio else None
         if detach:
             check_host()
             self.backend.sweep()
             client = MonitorClient(self.backend.store.root, detach=True)
             try:
-                client.start(self.id, list(stdio) if stdio else None)
+                client.start(self.id, fds, winsize=winsize)
             finally:
                 client.close(wait=False)
-        else:
-            client = self.backend.monitor()
-            client.start(self.id, list(stdio) if stdio else None)
-            self._client = client
+            return None
+        client = self.backend.monitor()
+        self._client = client
+        return client.start(self.id, fds, winsize=winsize)
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
         """Block until the container exits; its exit code (128+N for signal N) and OOM kill."""
@@ -257,10 +269,15 @@ class NativeContainer:
         self.backend.table.delete(self.dir)
 
     # -- processes --------------------------------------------------------------------------
-    def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int],
+    def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int] = (),
                    env: Sequence[str] = (), user: str | None = None,
-                   workdir: str | None = None, tty: bool = False) -> int:
-        """Start ``argv`` in the running container with the given fds; returns an exec id."""
+                   workdir: str | None = None, tty: bool = False,
+                   winsize: bytes | None = None) -> tuple[int, int | None]:
+        """Start ``argv`` in the running container with the given fds.
+
+        Returns (exec id, pty master fd or None); with ``tty`` the command gets a terminal
+        made inside the container.
+        """
         if not argv:
             raise ExecError("no command given to exec", exit_code=125)
         state = self.state()
@@ -275,11 +292,12 @@ class NativeContainer:
         reply = client.request(
             {"op": "exec", "id": self.id, "argv": list(argv), "env": list(full_env),
              "cwd": workdir or spec.working_dir, "user": spec.user if user is None else user,
-             "tty": tty}, list(stdio))
+             "tty": tty, "winsize": (winsize or DEFAULT_WINSIZE).hex()}, list(stdio))
         if not reply.get("ok"):
             raise ExecError(f"exec in container {self.name}: {reply.get('error')}",
                             exit_code=int(reply.get("exit_code") or 126))  # type: ignore
-        return int(reply["pid"])  # type: ignore[call-overload]
+        fds = reply.get("fds") or []
+        return int(reply["pid"]), (fds[0] if fds else None)  # type: ignore
 
     def exec_wait(self, exec_id: int, timeout: float | None = None) -> int:
         ev = self.backend.monitor().wait_event({"event": "exec_exit", "pid": exec_id},
@@ -302,8 +320,8 @@ class NativeContainer:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            exec_id = self.exec_start(argv, stdio=[in_r, out_w, err_w], env=env, user=user,
-                                      workdir=workdir)
+            exec_id, _ = self.exec_start(argv, stdio=[in_r, out_w, err_w], env=env,
+                                         user=user, workdir=workdir)
         except ExecError as exc:
             for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
                 os.close(fd)

@@ -53,6 +53,8 @@ class Workload:
     cap_keep: int                # capability mask for root (effective = permitted)
     cap_drop: list[int]          # capabilities to drop from the bounding set
     create_cwd: bool = True
+    console_fd: int = -1         # with tty: socket to send the pty master back on
+    winsize: bytes = b""         # with tty: struct winsize for the new terminal
 
 
 @dataclass
@@ -346,6 +348,8 @@ def exec_workload(w: Workload, errfd: int) -> None:
     def terminal() -> None:
         os.setsid()
         if w.tty:
+            if w.console_fd >= 0:
+                _open_console(w)
             fcntl.ioctl(0, sc.TIOCSCTTY, 0)
 
     def identity() -> None:
@@ -382,6 +386,25 @@ def exec_workload(w: Workload, errfd: int) -> None:
         report(errfd, "exec", exc)
         os._exit(exc.exit_code)
     os._exit(127)
+
+
+def _open_console(w: Workload) -> None:
+    """Make a pty in the container's own devpts, send its master back, use the slave as
+    stdio (runc's console socket): ttyname() and job control then work inside."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, sc.TIOCSPTLCK, struct.pack("i", 0))
+    number = struct.unpack("I", fcntl.ioctl(master, sc.TIOCGPTN, b"\0" * 4))[0]
+    slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
+    if w.winsize:
+        fcntl.ioctl(slave, sc.TIOCSWINSZ, w.winsize)
+    sock = socket.socket(fileno=w.console_fd)
+    socket.send_fds(sock, [b"console"], [master])
+    sock.detach()
+    os.close(w.console_fd)
+    os.close(master)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
 
 
 def _execvpe(argv: list[str], env: list[str]) -> None:

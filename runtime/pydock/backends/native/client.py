@@ -39,6 +39,7 @@ class MonitorClient:
 
     def request(self, doc: dict[str, object], fds: list[int] | None = None
                 ) -> dict[str, object]:
+        """Send a request; the reply (with any fds it carries under key ``fds``)."""
         with self.lock:
             try:
                 send(self.sock, doc, fds)
@@ -54,8 +55,8 @@ class MonitorClient:
 
     def _recv(self) -> dict[str, object]:
         msg, fds = recv(self.sock)
-        for fd in fds:
-            os.close(fd)
+        if msg is not None and fds:
+            msg["fds"] = fds
         if msg is None:
             raise ContainerError("the pydock monitor exited unexpectedly; see "
                                  "<store>/runtime/monitor.log")
@@ -84,12 +85,18 @@ class MonitorClient:
                     self.sock.settimeout(None)
                 self.events.append(msg)
 
-    def start(self, cid: str, stdio: list[int] | None = None) -> int:
-        reply = self.request({"op": "start", "id": cid}, stdio)
+    def start(self, cid: str, stdio: list[int] | None = None, *,
+              winsize: bytes | None = None) -> int | None:
+        """Start a container; with ``winsize`` (a tty) returns the pty master fd."""
+        doc: dict[str, object] = {"op": "start", "id": cid}
+        if winsize is not None:
+            doc |= {"tty": True, "winsize": winsize.hex()}
+        reply = self.request(doc, stdio)
         if not reply.get("ok"):
             raise StartError(str(reply.get("error")),
                              exit_code=int(reply.get("exit_code") or 125))  # type: ignore
-        return int(reply["pid"])  # type: ignore[call-overload]
+        fds = reply.get("fds") or []
+        return fds[0] if fds else None  # type: ignore[index]
 
     def close(self, *, wait: bool = True) -> None:
         """Close the connection; a session monitor then kills its containers and exits."""

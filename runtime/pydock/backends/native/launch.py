@@ -158,8 +158,33 @@ def _fresh_workdir(work: Path) -> None:
         work.mkdir()
 
 
+class Console:
+    """A socket pair on which a tty workload sends back the master of its pty."""
+
+    def __init__(self, winsize: bytes) -> None:
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.winsize = winsize
+
+    def attach(self, workload: Workload) -> None:
+        workload.console_fd = self.theirs.fileno()
+        workload.winsize = self.winsize
+
+    def receive(self) -> int:
+        self.theirs.close()
+        _, fds, _, _ = socket.recv_fds(self.ours, 64, 1)
+        self.ours.close()
+        if not fds:
+            raise StartError("the container did not set up its terminal")
+        return fds[0]
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
+
+
 def start_container(cdir: ContainerDir, store_root: Path,
-                    stdio: tuple[int, int, int] | None) -> tuple[int, Cgroup]:
+                    stdio: tuple[int, int, int] | None,
+                    console: Console | None = None) -> tuple[int, Cgroup]:
     """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
 
     Raises StartError naming the failed setup step; nothing of the attempt remains then.
@@ -201,6 +226,8 @@ def start_container(cdir: ContainerDir, store_root: Path,
             workload=workload_for(argv=list(spec.argv), env=list(spec.env),
                                   cwd=spec.working_dir, user=spec.user, tty=spec.tty),
         )
+        if console is not None:
+            console.attach(plan.workload)
         if len(plan.overlay_options) > 4000:
             raise StartError(f"container {cdir.id[:12]}: image has too many layers "
                              f"({len(config['layers'])}) for one overlay mount")
@@ -243,7 +270,7 @@ def ns_fds(pid: int) -> list[int]:
 
 
 def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
-               stdio: tuple[int, int, int]) -> int:
+               stdio: tuple[int, int, int], console: Console | None = None) -> int:
     """Fork a process that joins the container and execs ``workload``; returns its pid.
 
     The returned process relays the exit status of the command (128+N for signal N).
@@ -251,6 +278,8 @@ def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
     """
     fds = ns_fds(pid1)
     cg_fds = cgroup.procs_files()
+    if console is not None:
+        console.attach(workload)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:

@@ -27,7 +27,7 @@ from pathlib import Path
 from ...errors import PydockError
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .launch import recv, send, start_container, start_exec, workload_for
+from .launch import Console, recv, send, start_container, start_exec, workload_for
 from .state import ContainerDir, ContainerTable
 
 
@@ -59,15 +59,18 @@ class Monitor:
         self.detach = detach
         self.containers: dict[int, tuple[ContainerDir, Cgroup]] = {}
         self.execs: dict[int, str] = {}
+        self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, msg: dict[str, object], fds: list[int]) -> None:
         op = msg.get("op")
+        reply_fds: list[int] = []
+        console = Console(bytes.fromhex(str(msg["winsize"]))) if msg.get("tty") else None
         try:
             if op == "start":
-                reply = self.start(str(msg["id"]), fds)
+                reply = self.start(str(msg["id"]), fds, console)
             elif op == "exec":
-                reply = self.exec(msg, fds)
+                reply = self.exec(msg, fds, console)
             elif op == "ping":
                 reply = {"ok": True, "pid": os.getpid()}
             else:
@@ -79,13 +82,34 @@ class Monitor:
         finally:
             for fd in fds:
                 os.close(fd)
-        self.send(reply)
+        if console is not None and reply.get("ok"):
+            try:
+                master = console.receive()
+            except PydockError as exc:
+                reply = {"ok": False, "error": str(exc), "exit_code": 125}
+            else:
+                if self.detach:
+                    self.drain_console(master, str(msg["id"]))
+                else:
+                    reply_fds.append(master)
+        elif console is not None:
+            console.close()
+        self.send(reply, reply_fds)
+        for fd in reply_fds:
+            os.close(fd)
 
-    def start(self, cid: str, fds: list[int]) -> dict[str, object]:
+    def drain_console(self, master: int, cid: str) -> None:
+        """No client keeps the terminal of a detached container: copy it to its log."""
+        cdir = self.table.lookup(cid)
+        log = os.open(cdir.stdout_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                      0o640)
+        self.consoles[master] = log
+
+    def start(self, cid: str, fds: list[int], console: Console | None) -> dict[str, object]:
         cdir = self.table.lookup(cid)
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
         try:
-            pid, cgroup = start_container(cdir, self.store_root, stdio)
+            pid, cgroup = start_container(cdir, self.store_root, stdio, console)
         except PydockError as exc:
             cdir.write_state(status="created", exit_code=exc.exit_code, error=str(exc))
             raise
@@ -96,7 +120,8 @@ class Monitor:
                          oom_killed=False, error="", cgroup=cgroup.to_json())
         return {"ok": True, "pid": pid}
 
-    def exec(self, msg: dict[str, object], fds: list[int]) -> dict[str, object]:
+    def exec(self, msg: dict[str, object], fds: list[int],
+             console: Console | None) -> dict[str, object]:
         cdir = self.table.lookup(str(msg["id"]))
         state = cdir.read_state()
         if state.get("status") != "running":
@@ -105,16 +130,22 @@ class Monitor:
         workload = workload_for(argv=list(msg["argv"]), env=list(msg["env"]),  # type: ignore
                                 cwd=str(msg["cwd"]), user=str(msg["user"]),
                                 tty=bool(msg.get("tty")), create_cwd=False)
+        if len(fds) == 3:
+            stdio = (fds[0], fds[1], fds[2])
+        else:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            fds.append(null)
+            stdio = (null, null, null)
         pid = start_exec(int(state["pid"]), Cgroup.from_json(state.get("cgroup")), workload,
-                         (fds[0], fds[1], fds[2]))
+                         stdio, console)
         self.execs[pid] = cdir.id
         return {"ok": True, "pid": pid}
 
-    def send(self, doc: dict[str, object]) -> None:
+    def send(self, doc: dict[str, object], fds: list[int] | None = None) -> None:
         if self.sock is None:
             return
         try:
-            send(self.sock, doc)
+            send(self.sock, doc, fds)
         except OSError:
             self.client_gone()
 
@@ -165,7 +196,8 @@ class Monitor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.reap()
         while self.sock is not None or self.containers or self.execs:
-            readers = [wake_r] + ([self.sock] if self.sock is not None else [])
+            readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
+                                                   else [])
             try:
                 ready, _, _ = select.select(readers, [], [], 5.0)
             except InterruptedError:
@@ -176,6 +208,16 @@ class Monitor:
                         pass
                 except BlockingIOError:
                     pass
+            for master in [fd for fd in ready if fd in self.consoles]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    os.write(self.consoles[master], data)
+                else:
+                    os.close(self.consoles.pop(master))
+                    os.close(master)
             self.reap()
             if self.sock is not None and self.sock in ready:
                 try:

@@ -1,0 +1,287 @@
+"""Apply Dockerfile-style ``--change`` lines (docker import/commit) to an image config.
+
+Allowed, as in Docker: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL,
+USER, VOLUME, WORKDIR.  Values of ENV, LABEL, WORKDIR, USER, EXPOSE, VOLUME and STOPSIGNAL go
+through shell-word processing (quotes, backslashes, ``$VAR``/``${VAR}``/``${VAR:-x}``/
+``${VAR:+x}`` from the image's environment).  Unlike a Dockerfile build, ENTRYPOINT leaves CMD
+as it is (what ``docker import --change`` does).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import dockerfile
+
+from .errors import DockerfileError
+from .models import ImageConfig
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
+             "h": 3600 * 10**9}
+_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])(.*))?", re.DOTALL)
+_PROTOCOLS = ("tcp", "udp", "sctp")
+_HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
+                 "start-interval": "StartInterval", "retries": "Retries"}
+
+
+class _BadChange(Exception):
+    """A --change line is wrong; the message says why (wrapped with the line by the caller)."""
+
+
+# -- shell words ------------------------------------------------------------------------------
+
+
+def _expand(text: str, i: int, env: dict[str, str]) -> tuple[str, int]:
+    """Expand the ``$`` at ``text[i]``; returns the value and the index after it."""
+    if text.startswith("${", i):
+        end = text.find("}", i)
+        if end < 0:
+            raise _BadChange(f"missing '}}' in {text!r}")
+        body = text[i + 2 : end]
+        match = _BRACED.fullmatch(body)
+        if match is None:
+            raise _BadChange(f"bad substitution ${{{body}}}")
+        name, op, word = match.group(1), match.group(2) or "", match.group(3) or ""
+        value = env.get(name, "")
+        if op == ":-":
+            value = value or word
+        elif op == ":+":
+            value = word if value else ""
+        return value, end + 1
+    match = _VAR.match(text, i + 1)
+    if match is None:
+        return "$", i + 1
+    return env.get(match.group(), ""), match.end()
+
+
+def shell_word(text: str, env: dict[str, str]) -> str:
+    """Remove quotes and backslashes and expand variables, as Docker does for ENV and friends."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "'":
+            end = text.find("'", i + 1)
+            if end < 0:
+                raise _BadChange(f"unterminated single quote in {text!r}")
+            out.append(text[i + 1 : end])
+            i = end + 1
+        elif c == '"':
+            i = _double_quoted(text, i + 1, env, out)
+        elif c == "\\":
+            out.append(text[i + 1 : i + 2] or "\\")
+            i += 2
+        elif c == "$":
+            value, i = _expand(text, i, env)
+            out.append(value)
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _double_quoted(text: str, i: int, env: dict[str, str], out: list[str]) -> int:
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            return i + 1
+        if c == "\\" and text[i + 1 : i + 2] in ('"', "\\", "$"):
+            out.append(text[i + 1])
+            i += 2
+        elif c == "$":
+            value, i = _expand(text, i, env)
+            out.append(value)
+        else:
+            out.append(c)
+            i += 1
+    raise _BadChange(f"unterminated double quote in {text!r}")
+
+
+# -- instructions -----------------------------------------------------------------------------
+
+
+def _pairs(cmd: Any, config: ImageConfig) -> list[tuple[str, str]]:
+    values = cmd.value
+    if not values or len(values) % 2:
+        raise _BadChange(f"{cmd.cmd.upper()} needs KEY=VALUE pairs")
+    env = config.env_dict()
+    return [(shell_word(k, env), shell_word(v, env)) for k, v in zip(values[::2], values[1::2])]
+
+
+def _one(cmd: Any, config: ImageConfig) -> str:
+    if len(cmd.value) != 1:
+        raise _BadChange(f"{cmd.cmd.upper()} takes exactly one argument")
+    return shell_word(cmd.value[0], config.env_dict())
+
+
+def _command(cmd: Any, config: ImageConfig) -> tuple[str, ...]:
+    if cmd.json:
+        return tuple(cmd.value)
+    if not cmd.value:
+        raise _BadChange(f"{cmd.cmd.upper()} needs a command")
+    return (*(config.shell or ("/bin/sh", "-c")), cmd.value[0])
+
+
+def _env(cmd: Any, config: ImageConfig) -> ImageConfig:
+    for key, value in _pairs(cmd, config):  # all of a line's values see the env before it
+        if not key:
+            raise _BadChange("ENV names an empty variable")
+        config = config.with_env(key, value)
+    return config
+
+
+def _label(cmd: Any, config: ImageConfig) -> ImageConfig:
+    labels = config.labels_dict
+    labels.update(_pairs(cmd, config))
+    return replace(config, labels=tuple(sorted(labels.items())))
+
+
+def _ports(spec: str) -> list[str]:
+    port, _, proto = spec.partition("/")
+    proto = (proto or "tcp").lower()
+    if proto not in _PROTOCOLS:
+        raise _BadChange(f"invalid protocol in port {spec!r} (tcp, udp or sctp)")
+    first, _, last = port.partition("-")
+    try:
+        low, high = int(first), int(last or first)
+    except ValueError:
+        raise _BadChange(f"invalid port {spec!r}") from None
+    if not 1 <= low <= high <= 65535:
+        raise _BadChange(f"invalid port range {spec!r} (1-65535)")
+    return [f"{n}/{proto}" for n in range(low, high + 1)]
+
+
+def _expose(cmd: Any, config: ImageConfig) -> ImageConfig:
+    if not cmd.value:
+        raise _BadChange("EXPOSE needs at least one port")
+    env = config.env_dict()
+    ports = set(config.exposed_ports)
+    for spec in cmd.value:
+        ports.update(_ports(shell_word(spec, env)))
+    return replace(config, exposed_ports=tuple(sorted(ports)))
+
+
+def _volume(cmd: Any, config: ImageConfig) -> ImageConfig:
+    env = config.env_dict()
+    paths = [shell_word(v, env) for v in cmd.value]
+    if not paths or not all(paths):
+        raise _BadChange("VOLUME needs a path")
+    return replace(config, volumes=tuple(sorted({*config.volumes, *paths})))
+
+
+def _workdir(cmd: Any, config: ImageConfig) -> ImageConfig:
+    path = _one(cmd, config)
+    return replace(config, working_dir=posixpath.normpath(
+        posixpath.join("/", config.working_dir, path)))
+
+
+def _stopsignal(cmd: Any, config: ImageConfig) -> ImageConfig:
+    sig = _one(cmd, config)
+    name = sig.upper() if sig.upper().startswith("SIG") else f"SIG{sig.upper()}"
+    if not (sig.isdigit() and 0 < int(sig) < 65) and name not in signal.Signals.__members__:
+        raise _BadChange(f"invalid signal {sig!r}")
+    return replace(config, stop_signal=sig)
+
+
+def _duration_ns(text: str) -> int:
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION.match(text, pos)
+        if match is None:
+            raise _BadChange(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)")
+        total += float(match.group(1)) * _UNITS_NS[match.group(2)]
+        pos = match.end()
+    if not text or total < 1_000_000:
+        raise _BadChange(f"duration {text!r} must be at least 1ms")
+    return int(total)
+
+
+def _healthcheck(cmd: Any, config: ImageConfig) -> ImageConfig:
+    if not cmd.value:
+        raise _BadChange("HEALTHCHECK needs NONE or CMD")
+    kind = cmd.value[0].upper()
+    if kind == "NONE":
+        if len(cmd.value) > 1 or cmd.flags:
+            raise _BadChange("HEALTHCHECK NONE takes no arguments")
+        return replace(config, healthcheck={"Test": ["NONE"]})
+    if kind != "CMD" or len(cmd.value) < 2:
+        raise _BadChange("HEALTHCHECK needs NONE or CMD <command>")
+    test = ["CMD", *cmd.value[1:]] if cmd.json else ["CMD-SHELL", cmd.value[1]]
+    check: dict[str, Any] = {"Test": test}
+    for flag in cmd.flags:
+        key, _, value = flag.removeprefix("--").partition("=")
+        if key not in _HEALTH_FLAGS:
+            raise _BadChange(f"unknown HEALTHCHECK flag {flag!r}")
+        check[_HEALTH_FLAGS[key]] = _retries(value) if key == "retries" else _duration_ns(value)
+    return replace(config, healthcheck=check)
+
+
+def _retries(value: str) -> int:
+    if not value.isdigit():
+        raise _BadChange(f"--retries must be a whole number, not {value!r}")
+    return int(value)
+
+
+def _onbuild(cmd: Any, config: ImageConfig) -> ImageConfig:
+    trigger = cmd.original.split(None, 1)[1] if len(cmd.original.split(None, 1)) > 1 else ""
+    if not cmd.sub_cmd or cmd.sub_cmd.upper() in ("ONBUILD", "FROM", "MAINTAINER"):
+        raise _BadChange(f"invalid ONBUILD trigger {trigger!r}")
+    return replace(config, on_build=(*config.on_build, trigger))
+
+
+def _cmd(cmd: Any, config: ImageConfig) -> ImageConfig:
+    return replace(config, cmd=_command(cmd, config))
+
+
+def _entrypoint(cmd: Any, config: ImageConfig) -> ImageConfig:
+    return replace(config, entrypoint=_command(cmd, config))
+
+
+def _user(cmd: Any, config: ImageConfig) -> ImageConfig:
+    return replace(config, user=_one(cmd, config))
+
+
+_HANDLERS: dict[str, Callable[[Any, ImageConfig], ImageConfig]] = {
+    "CMD": _cmd,
+    "ENTRYPOINT": _entrypoint,
+    "ENV": _env,
+    "EXPOSE": _expose,
+    "HEALTHCHECK": _healthcheck,
+    "LABEL": _label,
+    "ONBUILD": _onbuild,
+    "STOPSIGNAL": _stopsignal,
+    "USER": _user,
+    "VOLUME": _volume,
+    "WORKDIR": _workdir,
+}
+
+
+def apply_changes(config: ImageConfig, changes: Sequence[str]) -> ImageConfig:
+    """Apply each ``--change`` line in order; raises ``DockerfileError`` naming a bad line."""
+    for change in changes:
+        if not change.strip():
+            continue
+        try:
+            commands = dockerfile.parse_string(change)
+        except dockerfile.GoParseError as exc:
+            raise DockerfileError(f"invalid --change {change!r}: {exc}") from None
+        for cmd in commands:
+            instruction = cmd.cmd.upper()
+            handler = _HANDLERS.get(instruction)
+            if handler is None:
+                raise DockerfileError(
+                    f"invalid --change {change!r}: {instruction} is not allowed here "
+                    f"(allowed: {', '.join(_HANDLERS)})"
+                )
+            try:
+                config = handler(cmd, config)
+            except _BadChange as exc:
+                raise DockerfileError(f"invalid --change {change!r}: {exc}") from None
+    return config

@@ -1,0 +1,19 @@
+"""Import rules are the architecture: the engine never imports pytest."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_pydock_does_not_import_pytest() -> None:
+    code = (
+        "import sys, pydock, pydock.cli, pydock.store, pydock.spec, "
+        "pydock.backends.native.backend, pydock.backends.native.monitor\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "[]"

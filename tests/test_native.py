@@ -1,0 +1,271 @@
+"""The native engine against the real kernel: isolation, limits, lifecycle, exec, logs."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pydock.backends.base import Status
+from pydock.errors import InvalidState, StartError, UsageError
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def run(backend, *argv: str, **kw):  # type: ignore[no-untyped-def]
+    """Run argv to completion; returns (exit status, stdout, stderr)."""
+    c = backend.run("busybox", command=list(argv), **kw)
+    try:
+        status = c.wait(30)
+        out, err = c.logs()
+    finally:
+        c.remove(force=True)
+    return status, out.decode(), err.decode()
+
+
+def test_output_and_exit_code(backend) -> None:
+    status, out, err = run(backend, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (status.exit_code, out, err) == (3, "out\n", "err\n")
+
+
+def test_sees_only_its_own_processes(backend) -> None:
+    _, out, _ = run(backend, "ps", "-o", "pid,comm")
+    lines = out.split("\n")[1:]
+    assert [line.split() for line in lines if line] == [["1", "ps"]]
+
+
+def test_writes_reach_neither_image_nor_host_nor_next_container(backend, store_dir) -> None:
+    status, _, _ = run(backend, "sh", "-c", "echo changed > /etc/passwd; touch /tmp/marker")
+    assert status.exit_code == 0
+    _, out, _ = run(backend, "sh", "-c", "head -1 /etc/passwd; ls /tmp")
+    assert out == "root:x:0:0:root:/root:/bin/sh\n"
+    assert not list(store_dir.glob("layers/*/tmp/marker"))
+    assert not Path("/tmp/marker").exists()
+
+
+def test_own_hostname(backend) -> None:
+    c = backend.run("busybox", command=["hostname"])
+    c.wait(10)
+    assert c.logs()[0].decode().strip() == c.id[:12] != os.uname().nodename
+    c.remove()
+    _, out, _ = run(backend, "hostname", hostname="web")
+    assert out == "web\n"
+
+
+def test_docker_default_capabilities_and_no_new_privs(backend) -> None:
+    _, out, _ = run(backend, "grep", "-E", "^(CapEff|CapBnd|CapInh|NoNewPrivs)", "/proc/self/status")
+    fields = dict(line.split(":\t") for line in out.strip().split("\n"))
+    assert fields["CapEff"] == fields["CapBnd"] == "00000000a80425fb"
+    assert fields["CapInh"] == "0000000000000000"
+    assert fields["NoNewPrivs"] == "1"
+
+
+def test_non_root_user_has_no_effective_capabilities(backend) -> None:
+    _, out, _ = run(backend, "grep", "CapEff", "/proc/self/status", user="app")
+    assert out.split() == ["CapEff:", "0000000000000000"]
+
+
+def test_memory_limit_kills_a_hog_and_reports_oom(backend) -> None:
+    status, _, _ = run(backend, "sh", "-c", "head -c 200000000 /dev/zero | tr '\\0' a > /dev/shm/x; "
+                       "x=$(cat /dev/shm/x)", memory=32 * 1024 * 1024)
+    assert status.oom_killed
+    assert status.exit_code == 137
+
+
+def test_pids_limit_stops_a_fork_bomb(backend) -> None:
+    status, out, err = run(backend, "sh", "-c",
+                           "for i in $(seq 50); do sleep 5 & done; echo survived",
+                           pids_limit=8)
+    assert "can't fork" in err
+    assert status.exit_code != 0
+    # the host is fine: we can still start processes
+    assert os.system("true") == 0
+
+
+def test_user_resolution_through_image_passwd_and_group(backend) -> None:
+    _, out, _ = run(backend, "id", user="app")
+    assert out.strip() == "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)"
+    _, out, _ = run(backend, "id", user="4242")
+    assert out.strip().startswith("uid=4242 gid=0(root)")
+    _, out, _ = run(backend, "id", user="app:extra")
+    assert out.strip() == "uid=1000(app) gid=2000(extra) groups=2000(extra)"
+    with pytest.raises(StartError, match="unable to find user ghost"):
+        run(backend, "id", user="ghost")
+
+
+def test_environment_like_docker(backend) -> None:
+    _, out, _ = run(backend, "env", env=["FOO=bar", "PATH=/bin"], hostname="h1", user="app")
+    env = dict(line.split("=", 1) for line in out.strip().split("\n"))
+    assert env == {"PATH": "/bin", "HOSTNAME": "h1", "FOO": "bar", "HOME": "/home/app"}
+
+
+def test_working_directory_is_created(backend) -> None:
+    _, out, _ = run(backend, "pwd", working_dir="/srv/app")
+    assert out == "/srv/app\n"
+
+
+def test_command_not_found_is_127_with_dockers_message(backend) -> None:
+    with pytest.raises(StartError) as info:
+        run(backend, "no-such-command")
+    assert info.value.exit_code == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in str(info.value)
+
+
+def test_network_none_has_only_loopback_and_it_is_up(backend) -> None:
+    _, out, _ = run(backend, "cat", "/proc/net/dev")
+    names = [line.split(":")[0].strip() for line in out.split("\n")[2:] if line]
+    assert names == ["lo"]
+    _, out, _ = run(backend, "cat", "/sys/class/net/lo/operstate")
+    assert out.strip() in ("unknown", "up")
+
+
+def test_network_host_shares_the_hosts_interfaces(backend) -> None:
+    _, out, _ = run(backend, "cat", "/proc/net/dev", network="host")
+    with open("/proc/net/dev") as f:
+        host = sorted(line.split(":")[0].strip() for line in f.read().split("\n")[2:] if line)
+    assert sorted(line.split(":")[0].strip() for line in out.split("\n")[2:] if line) == host
+
+
+def test_minimal_dev_and_readonly_sys(backend) -> None:
+    _, out, _ = run(backend, "sh", "-c", "ls /dev; touch /sys/x 2>&1; echo data > /dev/null")
+    names = set(out.split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm"} <= names
+    assert "Read-only file system" in out
+    assert "sda" not in names and "vda" not in names
+
+
+def test_bind_mounts_and_tmpfs(backend, tmp_path) -> None:
+    from pydock.spec import parse_tmpfs, parse_volume
+
+    (tmp_path / "in.txt").write_text("from host\n")
+    mounts = [parse_volume(f"{tmp_path}:/data"), parse_volume(f"{tmp_path}:/ro:ro"),
+              parse_tmpfs("/scratch:size=1m")]
+    status, out, err = run(backend, "sh", "-c",
+                           "cat /data/in.txt; echo back > /data/out.txt; touch /ro/x; "
+                           "df -k /scratch | tail -1", mounts=mounts)
+    assert out.startswith("from host")
+    assert (tmp_path / "out.txt").read_text() == "back\n"
+    assert not (tmp_path / "x").exists() and "Read-only" in err
+    assert out.split("\n")[1].split()[1] == "1024"
+
+
+def test_stop_sends_sigterm_then_sigkill(backend) -> None:
+    c = backend.run("busybox", command=["sleep", "100"], init=True)
+    t = time.monotonic()
+    c.stop(timeout=5)
+    assert c.wait().exit_code == 143  # SIGTERM forwarded by the init
+    assert time.monotonic() - t < 5
+    c.remove()
+    # PID 1 without a handler ignores SIGTERM: stop escalates to SIGKILL
+    c = backend.run("busybox", command=["sleep", "100"])
+    c.stop(timeout=0.3)
+    assert c.wait().exit_code == 137
+    c.remove()
+
+
+def test_stop_signal_is_used(backend) -> None:
+    c = backend.run("busybox", command=["sh", "-c", "trap 'echo got USR1; exit 0' USR1; "
+                                                    "while true; do sleep 0.05; done"],
+                    stop_signal="SIGUSR1")
+    time.sleep(0.3)
+    c.stop(timeout=5)
+    assert c.wait().exit_code == 0
+    assert c.logs()[0] == b"got USR1\n"
+    c.remove()
+
+
+def test_init_reaps_orphaned_zombies(backend) -> None:
+    c = backend.run("busybox", command=["sh", "-c", "(sleep 0.1 &) ; (sleep 0.1 &); sleep 100"],
+                    init=True)
+    time.sleep(0.5)
+    r = c.exec(["ps", "-o", "stat,comm"])
+    assert r.exit_code == 0
+    assert not [line for line in r.stdout.decode().split("\n") if line.startswith("Z")]
+    c.remove(force=True)
+
+
+def test_exec_output_exit_code_env_user_workdir(backend) -> None:
+    c = backend.run("busybox", command=["sleep", "100"], init=True)
+    r = c.exec(["sh", "-c", "echo $FOO; id -un; pwd; echo e >&2; exit 5"], env=["FOO=x"],
+               user="app", workdir="/tmp")
+    assert (r.exit_code, r.stdout, r.stderr) == (5, b"x\napp\n/tmp\n", b"e\n")
+    assert c.exec("cat", stdin=b"").exit_code == 0
+    assert c.exec(["cat"], stdin=b"piped").stdout == b"piped"
+    r = c.exec(["nope"])
+    assert r.exit_code == 127 and b"executable file not found" in r.stderr
+    r = c.exec(["ps", "-o", "pid,comm"])
+    assert "sleep" in r.stdout.decode()
+    c.remove(force=True)
+
+
+def test_exec_into_stopped_container_is_an_error(backend) -> None:
+    c = backend.run("busybox", command=["true"])
+    c.wait(10)
+    with pytest.raises(InvalidState):
+        c.exec(["true"])
+    c.remove()
+
+
+def test_logs_readable_while_running_and_after_exit(backend) -> None:
+    c = backend.run("busybox", command=["sh", "-c", "echo one; sleep 0.5; echo two"])
+    deadline = time.monotonic() + 5
+    while c.logs()[0] != b"one\n" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert c.logs()[0] == b"one\n"
+    assert c.status is Status.RUNNING
+    c.wait(10)
+    assert c.logs()[0] == b"one\ntwo\n"
+    assert c.status is Status.EXITED
+    c.remove()
+
+
+def test_lifecycle_create_start_restart_remove(backend) -> None:
+    c = backend.create("busybox", command=["sh", "-c", "echo run >> /count; cat /count"])
+    assert c.status is Status.CREATED
+    c.start()
+    c.wait(10)
+    c.start()  # a stopped container starts again with its writable layer kept
+    c.wait(10)
+    assert c.logs()[0] == b"run\nrun\nrun\n"
+    c.remove()
+    assert c.id not in [x.id for x in backend.containers(all=True)]
+
+
+def test_remove_running_needs_force(backend) -> None:
+    c = backend.run("busybox", command=["sleep", "100"])
+    with pytest.raises(InvalidState, match="stop it first"):
+        c.remove()
+    c.remove(force=True)
+    assert not c.dir.path.exists()
+
+
+def test_bad_options_are_clear_errors(backend) -> None:
+    with pytest.raises(UsageError, match="absolute path"):
+        backend.create("busybox", command=["true"], working_dir="relative")
+    with pytest.raises(UsageError, match="minimum memory"):
+        backend.create("busybox", command=["true"], memory=1024)
+    with pytest.raises(UsageError, match="unknown network"):
+        backend.create("busybox", command=["true"], network="bridge0")
+    assert backend.containers(all=True) == []
+
+
+def test_container_name_conflict(backend) -> None:
+    from pydock.errors import NameConflict
+
+    c = backend.create("busybox", command=["true"], name="db")
+    with pytest.raises(NameConflict, match="already in use"):
+        backend.create("busybox", command=["true"], name="db")
+    assert backend.container("db").id == c.id
+    c.remove()
+    backend.create("busybox", command=["true"], name="db").remove()
+
+
+def test_many_containers_from_one_image_in_parallel(backend) -> None:
+    cs = [backend.run("busybox", command=["sh", "-c", f"echo {i} > /id; sleep 0.3; cat /id"])
+          for i in range(5)]
+    assert [c.wait(10).exit_code for c in cs] == [0] * 5
+    assert [c.logs()[0] for c in cs] == [f"{i}\n".encode() for i in range(5)]
+    for c in cs:
+        c.remove()
