@@ -140,7 +140,7 @@ def _lowers(c: NativeContainer) -> list[str]:
     return [str(ensure_init_layer(store_root)), *(str(layers / n) for n in c.dir.config["layers"])]
 
 
-def diff(c: NativeContainer) -> list[tuple[str, str]]:
+def diff(c: NativeContainer) -> list[tuple[Kind, str]]:
     """``docker diff``: ``("A"|"C"|"D", "/path")`` for every change in the writable layer.
 
     A whiteout is a deletion (D); an entry that exists in the image is a change (C), and so
@@ -149,7 +149,7 @@ def diff(c: NativeContainer) -> list[tuple[str, str]]:
     """
     upper = str(c.dir.upper)
     lowers = _lowers(c)
-    out: list[tuple[str, str]] = []
+    out: list[tuple[Kind, str]] = []
 
     def walk(parts: list[str], hidden_below: bool) -> None:
         path = os.path.join(upper, *parts)

@@ -1,0 +1,108 @@
+"""Benchmark: a fresh container per test, and exec into a running one (prints figures).
+
+    sudo python bench/fresh_container.py [-n 200]
+
+Native engine: create + start + wait for ``true`` + remove, through the Python API (the
+path the pytest fixtures take), and ``exec true`` into a running container.  When a Docker
+daemon answers (``docker info``), the same busybox rootfs is imported into Docker and
+``docker run --rm IMAGE true`` / ``docker exec`` are timed in the same run, with the ratios.
+Targets (issue 2): native median <= 10 ms per fresh container, exec <= 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import make_busybox_tar  # noqa: E402
+
+from pydock.backends.native.backend import NativeBackend  # noqa: E402
+from pydock.models import ImageConfig  # noqa: E402
+from pydock.store import Store  # noqa: E402
+
+
+def measure(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return times
+
+
+def report(label: str, times: list[float]) -> float:
+    med = statistics.median(times)
+    print(f"{label:<42} median {med:8.2f} ms   min {min(times):8.2f}   "
+          f"max {max(times):8.2f}   n {len(times)}")
+    return med
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=200, help="repetitions (default 200)")
+    parser.add_argument("--docker-n", type=int, default=30, help="docker repetitions")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pydock-bench-") as tmp:
+        tar = make_busybox_tar(Path(tmp) / "busybox.tar")
+        store = Store(Path(tmp) / "store")
+        with open(tar, "rb") as f:
+            store.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="bench-busybox")
+        with NativeBackend(store) as backend:
+            def fresh() -> None:
+                c = backend.create("bench-busybox", command=["true"])
+                c.start()
+                c.wait()
+                c.remove()
+
+            print(f"pydock native engine, {os.cpu_count()} CPUs, busybox image")
+            native = report("native: create+start+wait+rm `true`", measure(fresh, args.n))
+            svc = backend.run("bench-busybox", command=["sleep", "3600"], init=True)
+            native_exec = report("native: exec `true` in running container",
+                                 measure(lambda: svc.exec(["true"]), args.n))
+            svc.remove(force=True)
+
+        if not docker_available():
+            print("docker: no daemon reachable (start dockerd for the comparison); skipped")
+            return
+        subprocess.run(["docker", "import", str(tar), "pydock-bench-busybox"],
+                       check=True, capture_output=True)
+        try:
+            run = measure(lambda: subprocess.run(
+                ["docker", "run", "--rm", "--network", "none", "pydock-bench-busybox", "true"],
+                check=True), args.docker_n, warmup=2)
+            docker = report("docker: run --rm `true`", run)
+            name = "pydock-bench-exec"
+            subprocess.run(["docker", "run", "-d", "--rm", "--name", name,
+                            "pydock-bench-busybox", "sleep", "3600"],
+                           check=True, capture_output=True)
+            try:
+                docker_exec = report("docker: exec `true`", measure(lambda: subprocess.run(
+                    ["docker", "exec", name, "true"], check=True), args.docker_n, warmup=2))
+            finally:
+                subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        finally:
+            subprocess.run(["docker", "rmi", "pydock-bench-busybox"], capture_output=True)
+        print(f"ratio fresh container: docker/native = {docker / native:.1f}x")
+        print(f"ratio exec:            docker/native = {docker_exec / native_exec:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
