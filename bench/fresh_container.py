@@ -23,11 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_busybox_tar  # noqa: E402
-
-from pydock.backends.native.backend import NativeBackend  # noqa: E402
-from pydock.models import ImageConfig  # noqa: E402
-from pydock.store import Store  # noqa: E402
+from conftest import make_busybox_tar
+from pydock.backends.native.backend import NativeBackend
+from pydock.models import ImageConfig
+from pydock.store import Store
 
 
 def measure(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]:

@@ -15,12 +15,13 @@ import pytest
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 # Applets the test image links to busybox (a static binary, so no libraries are needed).
-APPLETS = (
-    "sh ls cat echo true false sleep env id ps touch rm mkdir hostname mount kill "
-    "grep head tail wc sed awk printf test stat readlink ln chmod chown dd yes seq "
-    "whoami uname nc httpd wget date tr cut sort find mv cp top free df pwd tee xargs "
-    "basename dirname which netstat ping vi less more od md5sum sha256sum du"
-).split()
+APPLETS = tuple(
+    "sh ls cat echo true false sleep env id ps touch rm mkdir hostname mount kill grep head "
+    "tail wc sed awk printf test stat readlink ln chmod chown dd yes seq whoami uname nc "
+    "httpd wget date tr cut sort find mv cp top free df pwd tee xargs basename dirname which "
+    "netstat ping vi less more od md5sum sha256sum du "
+    .split()
+)
 
 
 def make_busybox_tar(path: Path) -> Path:

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import leftovers, needs_root
 
 pytestmark = pytest.mark.usefixtures("no_leaks")

@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import needs_root, pydock_cli
 
 pytestmark = [pytest.mark.usefixtures("no_leaks")]

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from pydock.backends.base import Status
 from pydock.errors import InvalidState, StartError, UsageError
 
@@ -269,3 +268,12 @@ def test_many_containers_from_one_image_in_parallel(backend) -> None:
     assert [c.logs()[0] for c in cs] == [f"{i}\n".encode() for i in range(5)]
     for c in cs:
         c.remove()
+
+
+def test_restart_then_wait_reports_the_new_run(backend) -> None:
+    c = backend.run("busybox", command=["sh", "-c", "test -f /again && exit 5; touch /again"])
+    assert c.wait(10).exit_code == 0
+    c.start()
+    assert c.wait(10).exit_code == 5
+    assert c.status is Status.EXITED
+    c.remove()

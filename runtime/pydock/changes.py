@@ -112,7 +112,7 @@ def _pairs(cmd: Any, config: ImageConfig) -> list[tuple[str, str]]:
     if not values or len(values) % 2:
         raise _BadChange(f"{cmd.cmd.upper()} needs KEY=VALUE pairs")
     env = config.env_dict()
-    return [(shell_word(k, env), shell_word(v, env)) for k, v in zip(values[::2], values[1::2])]
+    return [(shell_word(k, env), shell_word(v, env)) for k, v in zip(values[::2], values[1::2], strict=False)]
 
 
 def _one(cmd: Any, config: ImageConfig) -> str:

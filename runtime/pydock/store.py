@@ -275,7 +275,7 @@ class Store:
         if not image.diff_ids:
             return ["empty"]
         names = [short_name(d) for d in reversed(image.diff_ids)]
-        for name, diff_id in zip(names, reversed(image.diff_ids)):
+        for name, diff_id in zip(names, reversed(image.diff_ids), strict=False):
             if not (self.layers_dir / name).is_dir():
                 raise StoreError(
                     f"layer {diff_id} of image {image.short_id} is missing from the store "

@@ -17,7 +17,7 @@ milliseconds, no Docker daemon needed (root required for the built-in engine).
 """
 
 EPILOG = """\
-store: images and containers live under $PYDOCK_STORE, else --store, else
+store: images and containers live under --store DIR, else $PYDOCK_STORE, else
 $XDG_CACHE_HOME/pydock (~/.cache/pydock).
 
 examples:

@@ -14,8 +14,15 @@ from typing import Any
 from ..backends.base import Status
 from ..backends.native.backend import NativeBackend, NativeContainer
 from ..errors import ContainerNotFound, ImageNotFound, PydockError, StartError
-from ..spec import (RunOptions, parse_cpus, parse_env, parse_size, parse_tmpfs, parse_volume,
-                    read_env_file)
+from ..spec import (
+    RunOptions,
+    parse_cpus,
+    parse_env,
+    parse_size,
+    parse_tmpfs,
+    parse_volume,
+    read_env_file,
+)
 from . import terminal
 from .format import ago, table, truncate
 

@@ -37,6 +37,6 @@ def truncate(text: str, width: int) -> str:
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["   ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip()
+    lines = ["   ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=False)).rstrip()
              for r in [header, *rows]]
     return "\n".join(lines)

@@ -198,7 +198,7 @@ def format_table(rows: list[list[str]]) -> str:
     """Columns padded like docker's tabwriter (at least 10 wide, 3 spaces apart)."""
     widths = [max(10, max(len(row[i]) for row in rows) + 3) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        "".join(cell.ljust(w) for cell, w in zip(row, widths)) + row[-1] for row in rows
+        "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + row[-1] for row in rows
     )
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import select
-import struct
 import signal as _signal
+import struct
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import (ContainerError, EngineUnavailable, ExecError, InvalidState,
-                       PydockError)
+from ...errors import ContainerError, EngineUnavailable, ExecError, InvalidState, PydockError
 from ...models import ExecResult, ExitStatus, Image
 from ...spec import RunOptions, make_spec, parse_signal
 from ...store import Store
@@ -21,7 +20,6 @@ from ..base import Capabilities, Status
 from .client import MonitorClient
 from .monitor import now, proc_start_time
 from .state import ContainerDir, ContainerTable
-
 
 DEFAULT_WINSIZE = struct.pack("HHHH", 24, 80, 0, 0)
 
@@ -89,13 +87,12 @@ class NativeBackend:
         """Create (not start) a container from ``image`` with RunOptions or keywords."""
         check_host()
         opts = options or RunOptions(**kw)
-        img = image if isinstance(image, Image) else self.store.image(image)
-        if isinstance(image, str) and ":" not in image.rsplit("/", 1)[-1] \
-                and not image.startswith("sha256:"):
-            pass
-        layers = self.store.layer_names(img)
-        cdir = self.table.new(lambda cid: make_spec(img, opts, container_id=cid), layers,
-                              img.id, now())
+        # Under the store lock, so that rmi / gc never remove the image meanwhile.
+        with self.store.lock():
+            img = self.store.image(image.id if isinstance(image, Image) else image)
+            layers = self.store.layer_names(img)
+            cdir = self.table.new(lambda cid: make_spec(img, opts, container_id=cid), layers,
+                                  img.id, now())
         return NativeContainer(self, cdir)
 
     def run(self, image: str | Image, options: RunOptions | None = None,
@@ -202,7 +199,8 @@ class NativeContainer:
         if state.get("status") == "running":
             client = self._client or self.backend._monitor
             if client is not None and state.get("monitor_pid") == client.process.pid:
-                ev = client.wait_event({"event": "exited", "id": self.id}, timeout)
+                ev = client.wait_event({"event": "exited", "id": self.id,
+                                        "pid": state.get("pid")}, timeout)
                 if ev is None:
                     raise TimeoutError(f"container {self.name} still running")
                 return ExitStatus(int(ev["exit_code"]),  # type: ignore[call-overload]

@@ -164,10 +164,10 @@ def _container_main(plan: Plan) -> None:
         sc.mount(b"shm", d + b"/shm", b"tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
                  b"mode=1777,size=65536k")
         os.mkdir(d + b"/mqueue", 0o755)
-        for name, target in ((b"fd", b"/proc/self/fd"), (b"stdin", b"/proc/self/fd/0"),
+        for link, target in ((b"fd", b"/proc/self/fd"), (b"stdin", b"/proc/self/fd/0"),
                              (b"stdout", b"/proc/self/fd/1"), (b"stderr", b"/proc/self/fd/2"),
                              (b"core", b"/proc/kcore")):
-            os.symlink(target, d + b"/" + name)
+            os.symlink(target, d + b"/" + link)
 
     def sys_() -> None:
         sc.mount(b"sysfs", root + b"/sys", b"sysfs",

@@ -160,12 +160,12 @@ class Monitor:
                 return
             if pid in self.containers:
                 cdir, cgroup = self.containers.pop(pid)
-                self.finish(cdir, cgroup, exit_code(status))
+                self.finish(cdir, cgroup, pid, exit_code(status))
             elif pid in self.execs:
                 self.execs.pop(pid)
                 self.send({"event": "exec_exit", "pid": pid, "exit_code": exit_code(status)})
 
-    def finish(self, cdir: ContainerDir, cgroup: Cgroup, code: int) -> None:
+    def finish(self, cdir: ContainerDir, cgroup: Cgroup, pid: int, code: int) -> None:
         oom = cgroup.oom_killed()
         cgroup.kill()
         cgroup.remove()
@@ -176,7 +176,8 @@ class Monitor:
                 self.table.delete(cdir)
         except PydockError:
             pass  # removed meanwhile
-        self.send({"event": "exited", "id": cdir.id, "exit_code": code, "oom_killed": oom})
+        self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
+                   "oom_killed": oom})
 
     def client_gone(self) -> None:
         if self.sock is not None:
