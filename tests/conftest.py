@@ -133,13 +133,12 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
             continue
         if comm in ("pydock-monitor", "pydock-init") and str(store_dir) in cmdline:
             found["processes"].append(f"{pid} {comm} {cmdline}")
-    ids = set()
-    containers = store_dir / "containers"
-    if containers.exists():
-        ids = {p.name[:12] for p in containers.iterdir()}
+    from pydock.backends.native.state import cgroup_prefix
+
+    prefix = cgroup_prefix(store_dir / "containers")
     for dirpath, dirnames, _ in os.walk("/sys/fs/cgroup"):
         for d in dirnames:
-            if d.startswith("pydock-") and d[7:] in ids:
+            if d.startswith(prefix):
                 found["cgroups"].append(os.path.join(dirpath, d))
     return {k: v for k, v in found.items() if v}
 

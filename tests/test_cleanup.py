@@ -125,3 +125,41 @@ def test_detached_container_outlives_the_cli_and_stops_cleanly(store_dir, busybo
                           capture_output=True).returncode == 0
     wait_for(lambda: not alive(pid))
     assert not list(store_dir.glob("containers/*/config.json"))
+
+
+def test_containers_live_on_tmpfs_and_leave_nothing_after_the_last_rm(
+        store_dir, busybox_image) -> None:
+    needs_root()
+    from pydock.backends.native.backend import NativeBackend
+
+    b = NativeBackend(store_dir)
+    c = b.run("busybox", command=["true"])
+    c.wait(10)
+    run_dir = c.dir.path.parent.parent
+    assert str(run_dir).startswith("/dev/shm/pydock-")
+    assert (store_dir / "containers").resolve() == c.dir.path.parent
+    c.remove()
+    b.close()
+    assert not run_dir.exists()
+
+
+def test_sweep_deletes_run_dirs_of_deleted_stores(tmp_path, busybox_tar) -> None:
+    needs_root()
+    import shutil
+
+    from pydock.backends.native.backend import NativeBackend
+    from pydock.models import ImageConfig
+    from pydock.store import Store
+
+    doomed = Store(tmp_path / "doomed")
+    with open(busybox_tar, "rb") as f:
+        doomed.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="busybox")
+    b = NativeBackend(doomed)
+    c = b.run("busybox", command=["true"])
+    c.wait(10)
+    b.close()
+    run_dir = c.dir.path.parent.parent
+    shutil.rmtree(tmp_path / "doomed")  # e.g. pytest deleting an old tmp dir
+    assert run_dir.exists()
+    NativeBackend(tmp_path / "other").sweep()
+    assert not run_dir.exists()

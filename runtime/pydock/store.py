@@ -123,7 +123,8 @@ class Store:
                     path.mkdir(exist_ok=True)
                     path.chmod(0o755)
             for name in ("images", "tmp", "containers"):
-                (self.root / name).mkdir(exist_ok=True)
+                if not (self.root / name).is_symlink():  # containers/ may link to tmpfs
+                    (self.root / name).mkdir(exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create the image store at {self.root}: {exc}") from exc
 

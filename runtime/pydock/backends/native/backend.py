@@ -19,7 +19,7 @@ from ...store import Store
 from ..base import Capabilities, Status
 from .client import MonitorClient
 from .monitor import now, proc_start_time
-from .state import ContainerDir, ContainerTable
+from .state import ContainerDir, ContainerTable, containers_root
 
 DEFAULT_WINSIZE = struct.pack("HHHH", 24, 80, 0, 0)
 
@@ -42,7 +42,7 @@ class NativeBackend:
 
     def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
-        self.table = ContainerTable(self.store.root / "containers")
+        self.table = ContainerTable(containers_root(self.store.root))
         self._monitor: MonitorClient | None = None
         self._lock = threading.Lock()
         self._swept = False
@@ -53,7 +53,7 @@ class NativeBackend:
         with self._lock:
             if self._monitor is None:
                 check_host()
-                self.sweep()
+                self._sweep_once()
                 self._monitor = MonitorClient(self.store.root)
             return self._monitor
 
@@ -71,12 +71,15 @@ class NativeBackend:
         self.close()
 
     def sweep(self) -> list[str]:
-        """Mark containers whose monitor died as exited and remove their cgroups."""
+        """Settle containers whose monitor died (exited, 137) and remove their cgroups, and
+        whatever else dead monitors and deleted stores left; returns the settled ids."""
         from .sweep import sweep
-        if self._swept:
-            return []
         self._swept = True
         return sweep(self.table)
+
+    def _sweep_once(self) -> None:
+        if not self._swept and os.geteuid() == 0:
+            self.sweep()
 
     # -- containers -------------------------------------------------------------------------
     def image(self, ref: str) -> Image:
@@ -86,6 +89,7 @@ class NativeBackend:
                **kw: Any) -> NativeContainer:
         """Create (not start) a container from ``image`` with RunOptions or keywords."""
         check_host()
+        self._sweep_once()
         opts = options or RunOptions(**kw)
         # Under the store lock, so that rmi / gc never remove the image meanwhile.
         with self.store.lock():
@@ -107,9 +111,11 @@ class NativeBackend:
         return c
 
     def container(self, ref: str) -> NativeContainer:
+        self._sweep_once()
         return NativeContainer(self, self.table.lookup(ref))
 
     def containers(self, *, all: bool = False) -> list[NativeContainer]:
+        self._sweep_once()
         out = []
         for cid in self.table.ids():
             c = NativeContainer(self, ContainerDir(self.table.root / cid))
@@ -182,7 +188,7 @@ class NativeContainer:
         fds = list(stdio) if stdio else None
         if detach:
             check_host()
-            self.backend.sweep()
+            self.backend._sweep_once()
             client = MonitorClient(self.backend.store.root, detach=True)
             try:
                 client.start(self.id, fds, winsize=winsize)
@@ -264,7 +270,11 @@ class NativeContainer:
                 self.wait(30)
             except (InvalidState, TimeoutError):
                 pass
-        self.backend.table.delete(self.dir)
+        table = self.backend.table
+        table.delete(self.dir)
+        if not any(n != "names" for n in os.listdir(table.root)):
+            with self.backend.store.lock():
+                table.tidy()
 
     # -- processes --------------------------------------------------------------------------
     def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int] = (),

@@ -8,13 +8,16 @@ when a limit asks for them (hybrid hosts).  On v2-only hosts the limits go in th
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ROOT = "/sys/fs/cgroup"
 
 
+@functools.lru_cache(maxsize=1)
 def _own_paths() -> dict[str, str]:
     """Controller (``""`` for v2) -> this process's cgroup path, from /proc/self/cgroup."""
     out: dict[str, str] = {}
@@ -47,26 +50,29 @@ class Cgroup:
     paths: list[str] = field(default_factory=list)
     memory_path: str | None = None
     v2: bool = False
+    unified_path: str | None = None   # the node in the v2 hierarchy (clone into it)
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
-               cpus: float | None = None) -> Cgroup:
+               cpus: float | None = None, spare: str | None = None) -> Cgroup:
+        """Make the container's cgroups; ``spare`` is a v2 node made by ``make_spare`` that
+        already holds the container's process: it is renamed instead of made anew."""
         own = _own_paths()
         cg = cls()
         try:
             unified = unified_mount()
+            if unified:
+                # v2 forbids renaming a cgroup: a spare node keeps its name.
+                path = spare or os.path.join(unified + own.get("", "/"), name)
+                if spare is None:
+                    os.mkdir(path)
+                cg.paths.append(path)
+                cg.unified_path = path
             if unified == ROOT:
                 cg.v2 = True
-                path = os.path.join(ROOT + own.get("", "/"), name)
-                os.mkdir(path)
-                cg.paths.append(path)
-                cg.memory_path = path
+                cg.memory_path = cg.unified_path
                 cg._limits_v2(path, memory, pids, cpus)
                 return cg
-            if unified:
-                path = os.path.join(unified + own.get("", "/"), name)
-                os.mkdir(path)
-                cg.paths.append(path)
             wanted = {"memory": memory is not None, "pids": pids is not None,
                       "cpu": cpus is not None}
             for controller, needed in wanted.items():
@@ -113,9 +119,17 @@ class Cgroup:
         if cpus is not None:
             _write(f"{path}/cpu.max", f"{int(cpus * 100000)} 100000")
 
-    def procs_files(self) -> list[int]:
-        """Open cgroup.procs of each directory for writing (the child writes "0" to join)."""
-        return [os.open(f"{p}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths]
+    def procs_files(self, *, skip_unified: bool = False) -> list[int]:
+        """Open cgroup.procs of each directory for writing (the child writes "0" to join);
+        ``skip_unified`` when the process is cloned straight into the v2 node."""
+        return [os.open(f"{p}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for p in self.paths
+                if not (skip_unified and p == self.unified_path)]
+
+    def open_unified(self) -> int | None:
+        """An fd of the v2 node for CLONE_INTO_CGROUP (None without a v2 hierarchy)."""
+        if self.unified_path is None:
+            return None
+        return os.open(self.unified_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def oom_killed(self) -> bool:
         """Whether the OOM killer killed a process in this cgroup."""
@@ -149,14 +163,45 @@ class Cgroup:
         self.paths = []
 
     def to_json(self) -> dict[str, object]:
-        return {"paths": self.paths, "memory_path": self.memory_path, "v2": self.v2}
+        return {"paths": self.paths, "memory_path": self.memory_path, "v2": self.v2,
+                "unified_path": self.unified_path}
 
     @classmethod
     def from_json(cls, doc: dict[str, object] | None) -> Cgroup:
         doc = doc or {}
         return cls(paths=list(doc.get("paths") or []),  # type: ignore[call-overload]
                    memory_path=doc.get("memory_path"),  # type: ignore[arg-type]
-                   v2=bool(doc.get("v2")))
+                   v2=bool(doc.get("v2")),
+                   unified_path=doc.get("unified_path"))  # type: ignore[arg-type]
+
+
+def make_spare(prefix: str, n: int) -> str | None:
+    """An empty v2 node ``<prefix>z<monitor pid>-<n>`` for a pre-cloned container."""
+    unified = unified_mount()
+    if unified is None:
+        return None
+    path = os.path.join(unified + _own_paths().get("", "/"), f"{prefix}z{os.getpid()}-{n}")
+    os.mkdir(path)
+    return path
+
+
+def stale_spares(prefix: str, alive: Callable[[int], bool]) -> list[str]:
+    """Spare nodes (used or not) of monitors that are gone."""
+    unified = unified_mount()
+    if unified is None:
+        return []
+    base = unified + _own_paths().get("", "/")
+    out = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(prefix + "z"):
+            pid = name[len(prefix) + 1:].split("-")[0]
+            if pid.isdigit() and not alive(int(pid)):
+                out.append(os.path.join(base, name))
+    return out
 
 
 def remove_dir(path: str) -> None:

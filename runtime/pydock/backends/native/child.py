@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import json
 import os
+import pickle
 import signal
 import socket
 import struct
@@ -103,6 +105,34 @@ def run_steps(steps: list[tuple[str, Callable[[], None]]], errfd: int) -> None:
 
 
 # -- container PID 1 ---------------------------------------------------------------------
+
+def zygote_main(sock_fd: int) -> None:
+    """A pre-cloned PID 1: wait for a plan (pickled, its fds by SCM_RIGHTS), then run it."""
+    try:
+        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        signal.set_wakeup_fd(-1)
+        gc.disable()
+        sock = socket.socket(fileno=sock_fd)
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 64)
+        except OSError:
+            data = b""
+        if not data:
+            os._exit(0)
+        plan: Plan = pickle.loads(data)
+        n = len(plan.cgroup_fds)
+        plan.stdio = (fds[0], fds[1], fds[2])
+        plan.cgroup_fds = fds[3:3 + n]
+        plan.errfd = fds[3 + n]
+        os.set_inheritable(plan.errfd, False)
+        if plan.workload.console_fd >= 0:
+            plan.workload.console_fd = fds[4 + n]
+        sock.close()
+    except BaseException:  # noqa: BLE001 - a zygote never returns into the monitor's code
+        os._exit(125)
+    container_main(plan)
+
+
 
 def container_main(plan: Plan) -> None:
     """Body of the cloned child; never returns."""
@@ -284,6 +314,10 @@ FORWARDED = [s for s in signal.Signals
              if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
 
 
+INHERITED_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                     signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def run_init(plan: Plan) -> None:
     """Fork the workload, forward signals to it, reap orphans, exit with its status."""
     pid = os.fork()
@@ -374,11 +408,10 @@ def exec_workload(w: Workload, errfd: int) -> None:
         ("set up terminal", terminal),
         ("set user and capabilities", identity),
     ], errfd)
-    for s in FORWARDED:
-        try:
-            signal.signal(s, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
+    # Handlers are reset by exec; ignored signals are not (Python ignores SIGPIPE and SIGXFSZ,
+    # the monitor SIGINT and SIGTERM): give the workload default dispositions.
+    for s in INHERITED_IGNORES:
+        signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     try:
         _execvpe(w.argv, env)

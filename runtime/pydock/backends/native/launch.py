@@ -7,8 +7,10 @@ clone; the child only runs child.py's steps.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
+import pickle
 import socket
 from pathlib import Path
 
@@ -16,9 +18,9 @@ from ...errors import ExecError, StartError
 from ...spec import parse_signal  # noqa: F401  (re-exported for callers)
 from . import caps
 from . import syscalls as sc
-from .cgroups import Cgroup
-from .child import Plan, Workload, container_main, exec_main
-from .state import ContainerDir
+from .cgroups import Cgroup, make_spare, remove_dir
+from .child import Plan, Workload, container_main, exec_main, zygote_main
+from .state import ContainerDir, cgroup_prefix
 
 INIT_ENTRIES = ("proc", "sys", "dev", "etc", "etc/hosts", "etc/hostname", "etc/resolv.conf")
 DEFAULT_HOSTS = (
@@ -28,6 +30,7 @@ DEFAULT_HOSTS = (
 )
 
 
+@functools.lru_cache(maxsize=16)
 def ensure_init_layer(store_root: Path) -> Path:
     """The shared read-only layer holding mount points (/proc, /dev, /etc/hosts, ...).
 
@@ -54,6 +57,7 @@ def ensure_init_layer(store_root: Path) -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=2)
 def _host_resolv(host_network: bool) -> str:
     try:
         with open("/etc/resolv.conf") as f:
@@ -82,7 +86,7 @@ def write_etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
     files["resolv.conf"] = _host_resolv(spec.network == "host")
     out = []
     for name, text in files.items():
-        path = cdir.path / name
+        path = cdir.rw_dir / name
         with open(path, "w") as f:
             f.write(text)
         out.append((bytes(path), b"/etc/" + name.encode()))
@@ -152,6 +156,8 @@ def describe(report: dict[str, object]) -> str:
 
 def _fresh_workdir(work: Path) -> None:
     """Overlay refuses a workdir left by a volatile mount (a restart): start it empty."""
+    work.parent.joinpath("upper").mkdir(parents=True, exist_ok=True)  # gone after a reboot
+    work.mkdir(exist_ok=True)
     if any(work.iterdir()):
         import shutil
         shutil.rmtree(work)
@@ -182,9 +188,63 @@ class Console:
         self.theirs.close()
 
 
+CONTAINER_FLAGS = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+
+
+class Zygote:
+    """A container PID 1 cloned ahead of time, waiting for its plan.
+
+    The clone (a fork of the monitor, ~1 ms) and the child's first page faults then happen
+    while nobody waits; start_container only sends the plan.  The zygote is cloned straight
+    into a spare v2 cgroup, which becomes the container's cgroup by a rename.
+    """
+
+    _count = 0
+
+    def __init__(self, *, new_net: bool, cgroup_prefix: str) -> None:
+        Zygote._count += 1
+        self.new_net = new_net
+        self.spare = make_spare(cgroup_prefix, Zygote._count)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        cgfd = None if self.spare is None else os.open(self.spare, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if new_net else 0),
+                            cgroup_fd=cgfd)
+        except BaseException:
+            if self.spare:
+                remove_dir(self.spare)
+            raise
+        finally:
+            if cgfd is not None:
+                os.close(cgfd)
+        if pid == 0:
+            ours.close()
+            zygote_main(theirs.detach())
+        theirs.close()
+        self.pid, self.sock = pid, ours
+
+    def launch(self, plan: Plan, console_fd: int) -> None:
+        fds = [*plan.stdio, *plan.cgroup_fds, plan.errfd] + ([console_fd] if console_fd >= 0
+                                                             else [])
+        socket.send_fds(self.sock, [pickle.dumps(plan)], fds)
+        self.sock.close()
+
+    def discard(self) -> None:
+        """End the waiting child and remove its spare cgroup."""
+        self.sock.close()
+        try:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        if self.spare:
+            remove_dir(self.spare)
+
+
 def start_container(cdir: ContainerDir, store_root: Path,
                     stdio: tuple[int, int, int] | None,
-                    console: Console | None = None) -> tuple[int, Cgroup]:
+                    console: Console | None = None,
+                    zygote: Zygote | None = None) -> tuple[int, Cgroup]:
     """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
 
     Raises StartError naming the failed setup step; nothing of the attempt remains then.
@@ -195,8 +255,19 @@ def start_container(cdir: ContainerDir, store_root: Path,
     _fresh_workdir(cdir.work)
     layers = ":".join([os.path.relpath(init_layer, store_root / "layers"), *config["layers"]])
     options = (f"lowerdir={layers},upperdir={cdir.upper},workdir={cdir.work},volatile")
-    cgroup = Cgroup.create(f"pydock-{cdir.id[:12]}", memory=spec.memory,
-                           pids=spec.pids_limit, cpus=spec.cpus)
+    new_net = spec.network != "host"
+    if zygote is not None and (zygote.new_net != new_net or zygote.spare is None):
+        zygote.discard()
+        zygote = None
+    try:
+        prefix = cgroup_prefix(cdir.path.parent)
+        cgroup = Cgroup.create(f"{prefix}{cdir.id[:12]}", memory=spec.memory,
+                               pids=spec.pids_limit, cpus=spec.cpus,
+                               spare=zygote.spare if zygote else None)
+    except BaseException:
+        if zygote is not None:
+            zygote.discard()
+        raise
     opened: list[int] = []
     try:
         if stdio is None:
@@ -207,10 +278,13 @@ def start_container(cdir: ContainerDir, store_root: Path,
                           0o640)
             opened += [null, out, err]
             stdio = (null, out, err)
-        cgroup_fds = cgroup.procs_files()
+        cgroup_fds = cgroup.procs_files(skip_unified=True)
         opened += cgroup_fds
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
         opened.append(wfd)
+        cgfd = cgroup.open_unified()
+        if cgfd is not None:
+            opened.append(cgfd)
         plan = Plan(
             layers_dir=bytes(store_root / "layers"),
             overlay_options=options.encode(),
@@ -218,7 +292,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
             hostname=spec.hostname.encode(),
             etc_files=write_etc_files(cdir),
             mounts=_mount_entries(cdir),
-            new_net=spec.network != "host",
+            new_net=new_net,
             init=spec.init,
             stdio=stdio,
             cgroup_fds=cgroup_fds,
@@ -231,11 +305,14 @@ def start_container(cdir: ContainerDir, store_root: Path,
         if len(plan.overlay_options) > 4000:
             raise StartError(f"container {cdir.id[:12]}: image has too many layers "
                              f"({len(config['layers'])}) for one overlay mount")
-        flags = (sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC |
-                 (sc.CLONE_NEWNET if plan.new_net else 0))
-        pid = sc.clone(flags)
-        if pid == 0:
-            container_main(plan)
+        if zygote is not None:
+            pid = zygote.pid
+            zygote.launch(plan, plan.workload.console_fd)
+        else:
+            pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if new_net else 0),
+                            cgroup_fd=cgfd)
+            if pid == 0:
+                container_main(plan)
         for fd in opened:
             os.close(fd)
         opened = []
@@ -250,6 +327,8 @@ def start_container(cdir: ContainerDir, store_root: Path,
     except BaseException:
         for fd in opened:
             os.close(fd)
+        if zygote is not None:
+            zygote.discard()
         cgroup.remove()
         raise
 
@@ -277,11 +356,20 @@ def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
     Raises ExecError when the command could not be started (127: not found).
     """
     fds = ns_fds(pid1)
-    cg_fds = cgroup.procs_files()
+    cg_fds = cgroup.procs_files(skip_unified=True)
+    try:
+        cgfd = cgroup.open_unified()
+    except FileNotFoundError:
+        cgfd = None
+        cg_fds = cgroup.procs_files()
     if console is not None:
         console.attach(workload)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
+    try:
+        pid = sc.clone3(0, cgroup_fd=cgfd)
+    finally:
+        if cgfd is not None:
+            os.close(cgfd)
     if pid == 0:
         os.close(rfd)
         exec_main(pid1, fds, cg_fds, stdio, workload, wfd)

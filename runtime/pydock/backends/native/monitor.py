@@ -27,8 +27,8 @@ from pathlib import Path
 from ...errors import PydockError
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .launch import Console, recv, send, start_container, start_exec, workload_for
-from .state import ContainerDir, ContainerTable
+from .launch import Console, Zygote, recv, send, start_container, start_exec, workload_for
+from .state import ContainerDir, ContainerTable, cgroup_prefix, containers_root
 
 
 def now() -> str:
@@ -55,11 +55,13 @@ class Monitor:
     def __init__(self, sock: socket.socket, store_root: Path, *, detach: bool) -> None:
         self.sock: socket.socket | None = sock
         self.store_root = store_root
-        self.table = ContainerTable(store_root / "containers")
+        self.table = ContainerTable(containers_root(store_root))
         self.detach = detach
         self.containers: dict[int, tuple[ContainerDir, Cgroup]] = {}
         self.execs: dict[int, str] = {}
         self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
+        self.zygote: Zygote | None = None    # a pre-cloned PID 1 (session mode only)
+        self.start_time = proc_start_time(os.getpid())
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, msg: dict[str, object], fds: list[int]) -> None:
@@ -108,14 +110,15 @@ class Monitor:
     def start(self, cid: str, fds: list[int], console: Console | None) -> dict[str, object]:
         cdir = self.table.lookup(cid)
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
+        zygote, self.zygote = self.zygote, None
         try:
-            pid, cgroup = start_container(cdir, self.store_root, stdio, console)
+            pid, cgroup = start_container(cdir, self.store_root, stdio, console, zygote)
         except PydockError as exc:
             cdir.write_state(status="created", exit_code=exc.exit_code, error=str(exc))
             raise
         self.containers[pid] = (cdir, cgroup)
         cdir.write_state(status="running", pid=pid, pid_start=proc_start_time(pid),
-                         monitor_pid=os.getpid(), monitor_start=proc_start_time(os.getpid()),
+                         monitor_pid=os.getpid(), monitor_start=self.start_time,
                          started_at=now(), finished_at=None, exit_code=None,
                          oom_killed=False, error="", cgroup=cgroup.to_json())
         return {"ok": True, "pid": pid}
@@ -183,6 +186,9 @@ class Monitor:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.zygote is not None:
+            self.zygote.discard()
+            self.zygote = None
         if not self.detach:
             for pid in [*self.containers, *self.execs]:
                 try:
@@ -199,10 +205,16 @@ class Monitor:
         while self.sock is not None or self.containers or self.execs:
             readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
                                                    else [])
+            refill = not self.detach and self.sock is not None and self.zygote is None
             try:
-                ready, _, _ = select.select(readers, [], [], 5.0)
+                ready, _, _ = select.select(readers, [], [], 0.002 if refill else 5.0)
             except InterruptedError:
                 ready = []
+            if refill and not ready:
+                # Idle: clone the next container's PID 1 now, off the critical path.
+                self.zygote = Zygote(new_net=True,
+                                     cgroup_prefix=cgroup_prefix(self.table.root))
+                continue
             if wake_r in ready:
                 try:
                     while os.read(wake_r, 4096):

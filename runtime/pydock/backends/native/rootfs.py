@@ -228,7 +228,7 @@ def _plan(c: NativeContainer, mode: Mode) -> _View:
     layers = ":".join([init, *c.dir.config["layers"]])
     scratch = None
     if mode == "write":
-        scratch = tempfile.mkdtemp(prefix=".cpwork-", dir=c.dir.path)
+        scratch = tempfile.mkdtemp(prefix=".cpwork-", dir=c.dir.rw_dir)
         options = f"lowerdir={layers},upperdir={upper},workdir={scratch}"
     else:
         options = f"lowerdir={upper}:{layers}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -14,11 +15,14 @@ from ...errors import ContainerNotFound, NameConflict
 from ...models import ContainerSpec, Mount
 
 
-def write_json(path: Path, doc: Any) -> None:
+def write_json(path: Path | str, doc: Any) -> None:
     """Write JSON atomically: temp file in the same directory, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, json.dumps(doc).encode())
+    finally:
+        os.close(fd)
     os.rename(tmp, path)
 
 
@@ -40,9 +44,17 @@ class ContainerDir:
         self.path = path
         self.id = path.name
         self._config: dict[str, Any] | None = None
+        self._state: dict[str, Any] | None = None
+        self._spec: ContainerSpec | None = None
 
-    upper = property(lambda self: self.path / "upper")
-    work = property(lambda self: self.path / "work")
+    @property
+    def rw_dir(self) -> Path:
+        """Where the writable layer lives (the container's own directory)."""
+        rw = self.config.get("rw_dir")
+        return Path(rw) if rw else self.path
+
+    upper = property(lambda self: self.rw_dir / "upper")
+    work = property(lambda self: self.rw_dir / "work")
     rootfs = property(lambda self: self.path / "rootfs")
     stdout_log = property(lambda self: self.path / "stdout.log")
     stderr_log = property(lambda self: self.path / "stderr.log")
@@ -59,22 +71,34 @@ class ContainerDir:
 
     @property
     def spec(self) -> ContainerSpec:
-        return spec_from_json(self.config["spec"])
+        if self._spec is None:
+            self._spec = spec_from_json(self.config["spec"])
+        return self._spec
+
+    # state.json and the /etc files live beside the writable layer: on tmpfs, where a write
+    # costs a tenth of one on disk.  After a reboot they are gone with it, and the container
+    # reads as created, with an empty writable layer.
+    @property
+    def state_file(self) -> Path:
+        return self.rw_dir / "state.json"
 
     def read_state(self) -> dict[str, Any]:
         try:
-            with open(self.path / "state.json") as f:
-                return json.load(f)  # type: ignore[no-any-return]
+            with open(self.state_file) as f:
+                self._state = json.load(f)
         except FileNotFoundError:
             if not self.path.exists():
                 raise ContainerNotFound(self.id) from None
-            return {"status": "created"}
+            self._state = {"status": "created"}
+        return dict(self._state)
 
     def write_state(self, **updates: Any) -> dict[str, Any]:
-        state = self.read_state()
+        """Update state.json (atomically); the writer is the container's monitor."""
+        state = dict(self._state) if self._state is not None else self.read_state()
         state.update(updates)
-        write_json(self.path / "state.json", state)
-        return state
+        write_json(self.state_file, state)
+        self._state = state
+        return dict(state)
 
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
@@ -89,6 +113,21 @@ class ContainerTable:
 
     def ensure(self) -> None:
         self.names.mkdir(parents=True, exist_ok=True)
+
+    def tidy(self) -> None:
+        """Remove this table's directory when it holds no container (the caller holds the
+        store lock); a tmpfs run directory then leaves nothing behind on the host."""
+        try:
+            if os.listdir(self.root) == ["names"] and not os.listdir(self.names):
+                os.rmdir(self.names)
+                os.rmdir(self.root)
+                if self.root.parent.name.startswith("pydock-"):
+                    owner = self.root.parent / "store"
+                    if owner.exists():
+                        owner.unlink()
+                    os.rmdir(self.root.parent)
+        except OSError:
+            pass
 
     def new(self, spec_for_id: Any, layers: list[str], image_id: str,
             created: str) -> ContainerDir:
@@ -105,16 +144,16 @@ class ContainerTable:
                 f'the container name "/{name}" is already in use by container "{other}". '
                 "Remove (or rename) that container to reuse the name.") from None
         try:
-            tmp = self.root / f".{cid}.tmp"
-            tmp.mkdir()
-            for sub in ("upper", "work", "rootfs"):
-                (tmp / sub).mkdir()
+            tmp = f"{self.root}/.{cid}.tmp"
+            os.mkdir(tmp)
+            for sub in ("rootfs", "upper", "work"):
+                os.mkdir(f"{tmp}/{sub}")
             doc = {"id": cid, "name": name, "created": created, "image_id": image_id,
                    "layers": layers, "spec": asdict(spec) | {"name": name}}
-            write_json(tmp / "config.json", doc)
-            os.rename(tmp, self.root / cid)
+            write_json(Path(tmp, "config.json"), doc)
+            os.rename(tmp, f"{self.root}/{cid}")
         except BaseException:
-            shutil.rmtree(self.root / f".{cid}.tmp", ignore_errors=True)
+            shutil.rmtree(f"{self.root}/.{cid}.tmp", ignore_errors=True)
             os.unlink(self.names / name)
             raise
         return ContainerDir(self.root / cid)
@@ -126,6 +165,8 @@ class ContainerTable:
 
     def lookup(self, ref: str) -> ContainerDir:
         ref = ref.lstrip("/")
+        if len(ref) == 64 and os.path.isdir(f"{self.root}/{ref}"):
+            return ContainerDir(self.root / ref)
         if ref and "/" not in ref and os.path.islink(self.names / ref):
             d = ContainerDir(self.root / os.readlink(self.names / ref))
             if d.exists():
@@ -154,6 +195,65 @@ class ContainerTable:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _fs_type(path: str) -> str | None:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if fields[4] == path:
+                    return fields[fields.index("-") + 1]
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def containers_root(store_root: Path) -> Path:
+    """Where a store's containers live: a tmpfs directory when the host has one.
+
+    Container directories hold small, hot files (state.json, the /etc files) and the
+    writable layer: on tmpfs an overlay mount, a state write and a removal cost a fraction
+    of what they cost on disk, and an upper dir on tmpfs works where the store is on
+    overlayfs (Docker-in-Docker).  /dev/shm is the tmpfs every Linux host has; what
+    containers write counts against their memory limit, and containers do not survive a
+    reboot.  ``<store>/containers`` is a symlink to it.  PYDOCK_CONTAINERS=disk keeps
+    containers inside the store instead.
+    """
+    link = store_root / "containers"
+    if os.environ.get("PYDOCK_CONTAINERS") == "disk" or _fs_type("/dev/shm") != "tmpfs":
+        return link
+    run = Path("/dev/shm") / f"pydock-{store_tag(store_root)}" / "containers"
+    run.mkdir(parents=True, exist_ok=True, mode=0o700)
+    owner = run.parent / "store"
+    if not owner.exists():
+        write_json(owner, str(store_root.resolve()))
+    if link.is_symlink():
+        if os.readlink(link) != str(run):
+            os.unlink(link)
+            os.symlink(run, link)
+        return run
+    if link.is_dir():
+        try:
+            link.rmdir()  # an empty directory made by the store: replace it
+        except OSError:
+            return link  # containers kept on disk by an earlier choice
+    tmp = store_root / f".containers.{os.getpid()}"
+    os.symlink(run, tmp)
+    os.rename(tmp, link)
+    return run
+
+
+def store_tag(root: Path) -> str:
+    """8 hex digits naming a store (or its containers dir) in host-wide names."""
+    import hashlib
+    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+
+
+@functools.lru_cache(maxsize=16)
+def cgroup_prefix(containers_root: Path) -> str:
+    """Every cgroup of a store's containers is named ``pydock-<tag>-...``."""
+    return f"pydock-{store_tag(containers_root)}-"
+
+
 _ADJ = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid",
         "merry", "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zen")
 _NOUN = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay", "koi",
@@ -163,3 +263,17 @@ _NOUN = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay", 
 def _generated_name(cid: str) -> str:
     n = int(cid[:8], 16)
     return f"{_ADJ[n % len(_ADJ)]}_{_NOUN[(n // 97) % len(_NOUN)]}_{cid[:6]}"
+
+
+def orphaned_run_dirs() -> list[Path]:
+    """tmpfs run directories whose store no longer exists (its tests' tmp dir was deleted)."""
+    out = []
+    for run in Path("/dev/shm").glob("pydock-*"):
+        try:
+            with open(run / "store") as f:
+                store = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not os.path.isdir(store):
+            out.append(run)
+    return out

@@ -1,21 +1,22 @@
-"""Clean up after monitors that died (SIGKILL, crash): settle state, remove cgroups."""
+"""Clean up after monitors that died (SIGKILL, crash) and stores that were deleted."""
 
 from __future__ import annotations
 
-import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from ...errors import PydockError
-from .cgroups import Cgroup
-from .state import ContainerDir, ContainerTable
+from .cgroups import Cgroup, remove_dir, stale_spares
+from .state import ContainerDir, ContainerTable, cgroup_prefix, orphaned_run_dirs
 
 
 def settle(cdir: ContainerDir, state: dict[str, Any]) -> dict[str, Any]:
     """A container whose monitor is gone died with it: record that, free its cgroups."""
+    from .monitor import now
     cg = Cgroup.from_json(state.get("cgroup"))
     cg.kill()
     cg.remove()
-    from .monitor import now
     state = cdir.write_state(status="exited", exit_code=137, pid=0, cgroup=None,
                              finished_at=now(), error="its monitor process died")
     if cdir.spec.auto_remove:
@@ -23,10 +24,10 @@ def settle(cdir: ContainerDir, state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-def sweep(table: ContainerTable) -> list[str]:
-    """Settle every container of the store whose monitor died; returns their ids."""
+def settle_dead(table: ContainerTable) -> tuple[list[str], int]:
+    """Settle the containers whose monitor died; returns (their ids, how many still run)."""
     from .monitor import proc_start_time
-    swept = []
+    swept, running = [], 0
     for cid in table.ids():
         cdir = ContainerDir(table.root / cid)
         try:
@@ -35,13 +36,32 @@ def sweep(table: ContainerTable) -> list[str]:
                 continue
             mon = state.get("monitor_pid")
             if mon and proc_start_time(int(mon)) == state.get("monitor_start"):
+                running += 1
                 continue
             settle(cdir, state)
             swept.append(cid)
         except (PydockError, OSError, ValueError):
             continue
+    return swept, running
+
+
+def sweep(table: ContainerTable) -> list[str]:
+    """Settle dead containers of this store, free cgroups of dead monitors, and delete the
+    tmpfs run directories of stores that no longer exist.  Returns the settled ids."""
+    from .monitor import proc_start_time
+    swept, _ = settle_dead(table)
+    for spare in stale_spares(cgroup_prefix(table.root),
+                              lambda pid: proc_start_time(pid) is not None):
+        remove_dir(spare)
     for leftover in table.root.glob(".*.rm") if table.root.exists() else []:
-        import shutil
         shutil.rmtree(leftover, ignore_errors=True)
-    _ = os
+    for run in orphaned_run_dirs():
+        _sweep_orphan(run)
     return swept
+
+
+def _sweep_orphan(run: Path) -> None:
+    orphan = ContainerTable(run / "containers")
+    _, running = settle_dead(orphan)
+    if running == 0:
+        shutil.rmtree(run, ignore_errors=True)

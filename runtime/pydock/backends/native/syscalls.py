@@ -64,6 +64,28 @@ def clone(flags: int) -> int:
     return _check(_libc.syscall(_NR["clone"], ctypes.c_ulong(flags | 17), 0, 0, 0, 0), "clone")
 
 
+CLONE_INTO_CGROUP = 0x200000000
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def clone3(flags: int, *, cgroup_fd: int | None = None) -> int:
+    """``clone3`` like fork, optionally straight into a v2 cgroup (CLONE_INTO_CGROUP).
+
+    Starting a process in its cgroup avoids a migration (a write to cgroup.procs), which
+    waits for an RCU grace period: ~2 ms here.  Same caveats as clone().
+    """
+    args = _CloneArgs(flags=flags, exit_signal=17)
+    if cgroup_fd is not None:
+        args.flags |= CLONE_INTO_CGROUP
+        args.cgroup = cgroup_fd
+    return _check(_libc.syscall(435, ctypes.byref(args), ctypes.sizeof(args)), "clone3")
+
+
 def unshare(flags: int) -> None:
     _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
 
