@@ -19,7 +19,7 @@ import signal
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import syscalls as sc
 from .users import UserError, resolve_in_root
@@ -75,7 +75,7 @@ class Plan:
     cgroup_fds: list[int]
     errfd: int
     workload: Workload
-    keep_fds: list[int] = field(default_factory=list)
+    stage: bytes = b""           # where prepare() stages /proc, /sys, /dev (a mount point)
 
 
 def report(errfd: int, step: str, exc: BaseException) -> None:
@@ -106,12 +106,90 @@ def run_steps(steps: list[tuple[str, Callable[[], None]]], errfd: int) -> None:
 
 # -- container PID 1 ---------------------------------------------------------------------
 
-def zygote_main(sock_fd: int) -> None:
-    """A pre-cloned PID 1: wait for a plan (pickled, its fds by SCM_RIGHTS), then run it."""
+def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
+    """The part of a container's setup that needs no plan, done ahead of time by a zygote.
+
+    In the new mount namespace, a tmpfs at ``stage`` receives /proc (with Docker's masked
+    and read-only paths), a read-only /sys and a minimal /dev; the plan phase moves them
+    into the root filesystem with MS_MOVE.  Returns the failed step, if any.
+    """
+    def private() -> None:
+        sc.mount(None, b"/", None, sc.MS_REC | sc.MS_PRIVATE)
+        sc.mount(b"stage", stage, b"tmpfs", 0, b"mode=700,size=64k")
+        for d in (b"/proc", b"/sys", b"/dev"):
+            os.mkdir(stage + d, 0o755)
+
+    def proc() -> None:
+        p = stage + b"/proc"
+        sc.mount(b"proc", p, b"proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        for path in MASKED_PATHS:
+            if not path.startswith("/proc/"):
+                continue
+            target = stage + path.encode()
+            try:
+                if os.path.isdir(target):
+                    sc.mount(b"tmpfs", target, b"tmpfs", sc.MS_RDONLY)
+                else:
+                    sc.mount(b"/dev/null", target, None, sc.MS_BIND)
+            except FileNotFoundError:
+                pass
+        for path in READONLY_PATHS:
+            target = stage + path.encode()
+            try:
+                sc.mount(target, target, None, sc.MS_BIND | sc.MS_REC)
+                sc.mount(target, target, None,
+                         sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+            except FileNotFoundError:
+                pass
+
+    def sys_() -> None:
+        p = stage + b"/sys"
+        sc.mount(b"sysfs", p, b"sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+        for path in MASKED_PATHS:
+            if path.startswith("/sys/") and os.path.isdir(stage + path.encode()):
+                sc.mount(b"tmpfs", stage + path.encode(), b"tmpfs", sc.MS_RDONLY)
+
+    def dev() -> None:
+        d = stage + b"/dev"
+        sc.mount(b"tmpfs", d, b"tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME,
+                 b"mode=755,size=65536k")
+        os.umask(0)
+        for name, major, minor in DEVICES:
+            os.mknod(d + b"/" + name.encode(), 0o20666, os.makedev(major, minor))
+        os.mkdir(d + b"/pts", 0o755)
+        sc.mount(b"devpts", d + b"/pts", b"devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+                 b"newinstance,ptmxmode=0666,mode=0620,gid=5")
+        os.symlink(b"pts/ptmx", d + b"/ptmx")
+        os.mkdir(d + b"/shm", 0o1777)
+        sc.mount(b"shm", d + b"/shm", b"tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                 b"mode=1777,size=65536k")
+        os.mkdir(d + b"/mqueue", 0o755)
+        for link, target in ((b"fd", b"/proc/self/fd"), (b"stdin", b"/proc/self/fd/0"),
+                             (b"stdout", b"/proc/self/fd/1"), (b"stderr", b"/proc/self/fd/2"),
+                             (b"core", b"/proc/kcore")):
+            os.symlink(target, d + b"/" + link)
+
+    def loopback() -> None:
+        if new_net:
+            _loopback_up()
+
+    steps = [("set parent death signal", lambda: sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)),
+             ("make mounts private", private), ("mount /proc", proc), ("mount /sys", sys_),
+             ("mount /dev", dev), ("bring up loopback", loopback)]
+    for name, step in steps:
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - reported once the plan's pipe is here
+            return name, exc
+    return None
+
+
+def zygote_main(sock_fd: int, stage: bytes, new_net: bool) -> None:
+    """A pre-cloned PID 1: prepare, wait for a plan (pickled, fds by SCM_RIGHTS), run it."""
     try:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
         signal.set_wakeup_fd(-1)
         gc.disable()
+        failed = prepare(stage, new_net)
         sock = socket.socket(fileno=sock_fd)
         try:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 64)
@@ -130,13 +208,21 @@ def zygote_main(sock_fd: int) -> None:
         sock.close()
     except BaseException:  # noqa: BLE001 - a zygote never returns into the monitor's code
         os._exit(125)
-    container_main(plan)
+    if failed is not None:
+        report(plan.errfd, *failed)
+        os._exit(125)
+    container_main(plan, prepared=True)
 
 
-
-def container_main(plan: Plan) -> None:
+def container_main(plan: Plan, *, prepared: bool = False) -> None:
     """Body of the cloned child; never returns."""
     try:
+        if not prepared:
+            signal.set_wakeup_fd(-1)
+            failed = prepare(plan.stage, plan.new_net)
+            if failed is not None:
+                report(plan.errfd, *failed)
+                os._exit(125)
         _container_main(plan)
     finally:
         os._exit(125)
@@ -144,9 +230,9 @@ def container_main(plan: Plan) -> None:
 
 def _container_main(plan: Plan) -> None:
     root = plan.rootfs
+    stage = plan.stage
 
     def stdio() -> None:
-        signal.set_wakeup_fd(-1)
         for target, fd in enumerate(plan.stdio):
             if fd != target:
                 os.dup2(fd, target)
@@ -160,12 +246,6 @@ def _container_main(plan: Plan) -> None:
             os.write(fd, b"0")
             os.close(fd)
 
-    def death_signal() -> None:
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-
-    def private() -> None:
-        sc.mount(None, b"/", None, sc.MS_REC | sc.MS_PRIVATE)
-
     def overlay() -> None:
         os.chdir(plan.layers_dir)
         try:
@@ -177,31 +257,9 @@ def _container_main(plan: Plan) -> None:
                     "point PYDOCK_STORE at a volume or tmpfs)", err=exc.errno) from None
             raise
 
-    def proc() -> None:
-        sc.mount(b"proc", root + b"/proc", b"proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-
-    def dev() -> None:
-        d = root + b"/dev"
-        sc.mount(b"tmpfs", d, b"tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME,
-                 b"mode=755,size=65536k")
-        for name, major, minor in DEVICES:
-            os.mknod(d + b"/" + name.encode(), 0o20666, os.makedev(major, minor))
-        os.mkdir(d + b"/pts", 0o755)
-        sc.mount(b"devpts", d + b"/pts", b"devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
-                 b"newinstance,ptmxmode=0666,mode=0620,gid=5")
-        os.symlink(b"pts/ptmx", d + b"/ptmx")
-        os.mkdir(d + b"/shm", 0o1777)
-        sc.mount(b"shm", d + b"/shm", b"tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
-                 b"mode=1777,size=65536k")
-        os.mkdir(d + b"/mqueue", 0o755)
-        for link, target in ((b"fd", b"/proc/self/fd"), (b"stdin", b"/proc/self/fd/0"),
-                             (b"stdout", b"/proc/self/fd/1"), (b"stderr", b"/proc/self/fd/2"),
-                             (b"core", b"/proc/kcore")):
-            os.symlink(target, d + b"/" + link)
-
-    def sys_() -> None:
-        sc.mount(b"sysfs", root + b"/sys", b"sysfs",
-                 sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    def move_prepared() -> None:
+        for d in (b"/proc", b"/sys", b"/dev"):
+            sc.mount(stage + d, root + d, None, sc.MS_MOVE)
 
     def etc_files() -> None:
         for src, target in plan.etc_files:
@@ -218,10 +276,6 @@ def _container_main(plan: Plan) -> None:
             else:
                 sc.mount(b"tmpfs", path, b"tmpfs", flags, data)
 
-    def loopback() -> None:
-        if plan.new_net:
-            _loopback_up()
-
     def hostname() -> None:
         sc.sethostname(plan.hostname)
 
@@ -231,39 +285,15 @@ def _container_main(plan: Plan) -> None:
         sc.umount2(b".", sc.MNT_DETACH)
         os.chdir(b"/")
 
-    def mask() -> None:
-        for path in MASKED_PATHS:
-            p = path.encode()
-            try:
-                if os.path.isdir(p):
-                    sc.mount(b"tmpfs", p, b"tmpfs", sc.MS_RDONLY)
-                else:
-                    sc.mount(b"/dev/null", p, None, sc.MS_BIND)
-            except FileNotFoundError:
-                pass
-        for path in READONLY_PATHS:
-            p = path.encode()
-            try:
-                sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
-                sc.mount(p, p, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
-            except FileNotFoundError:
-                pass
-
     run_steps([
         ("set up stdio", stdio),
         ("join cgroup", cgroups),
-        ("set parent death signal", death_signal),
-        ("make mounts private", private),
         ("mount overlay", overlay),
-        ("mount /proc", proc),
-        ("mount /dev", dev),
-        ("mount /sys", sys_),
+        ("move /proc, /sys, /dev into the root", move_prepared),
         ("bind /etc/hosts, /etc/hostname, /etc/resolv.conf", etc_files),
         ("mount volumes", mounts),
-        ("bring up loopback", loopback),
         ("set hostname", hostname),
         ("pivot_root", pivot),
-        ("mask /proc and /sys paths", mask),
     ], plan.errfd)
 
     if plan.init:

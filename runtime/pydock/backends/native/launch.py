@@ -31,6 +31,15 @@ DEFAULT_HOSTS = (
 
 
 @functools.lru_cache(maxsize=16)
+def stage_dir(store_root: Path) -> bytes:
+    """An empty directory where a new container stages /proc, /sys and /dev (each container
+    mounts a tmpfs over it in its own mount namespace; the host never sees a mount)."""
+    path = store_root / "runtime" / "stage"
+    path.mkdir(parents=True, exist_ok=True)
+    return bytes(path)
+
+
+@functools.lru_cache(maxsize=16)
 def ensure_init_layer(store_root: Path) -> Path:
     """The shared read-only layer holding mount points (/proc, /dev, /etc/hosts, ...).
 
@@ -201,9 +210,10 @@ class Zygote:
 
     _count = 0
 
-    def __init__(self, *, new_net: bool, cgroup_prefix: str) -> None:
+    def __init__(self, *, new_net: bool, cgroup_prefix: str, stage: bytes) -> None:
         Zygote._count += 1
         self.new_net = new_net
+        self.stage = stage
         self.spare = make_spare(cgroup_prefix, Zygote._count)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         cgfd = None if self.spare is None else os.open(self.spare, os.O_RDONLY | os.O_DIRECTORY)
@@ -219,7 +229,7 @@ class Zygote:
                 os.close(cgfd)
         if pid == 0:
             ours.close()
-            zygote_main(theirs.detach())
+            zygote_main(theirs.detach(), stage, new_net)
         theirs.close()
         self.pid, self.sock = pid, ours
 
@@ -256,7 +266,9 @@ def start_container(cdir: ContainerDir, store_root: Path,
     layers = ":".join([os.path.relpath(init_layer, store_root / "layers"), *config["layers"]])
     options = (f"lowerdir={layers},upperdir={cdir.upper},workdir={cdir.work},volatile")
     new_net = spec.network != "host"
-    if zygote is not None and (zygote.new_net != new_net or zygote.spare is None):
+    stage = stage_dir(store_root)
+    if zygote is not None and (zygote.new_net != new_net or zygote.spare is None
+                               or zygote.stage != stage):
         zygote.discard()
         zygote = None
     try:
@@ -297,6 +309,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
             stdio=stdio,
             cgroup_fds=cgroup_fds,
             errfd=wfd,
+            stage=stage,
             workload=workload_for(argv=list(spec.argv), env=list(spec.env),
                                   cwd=spec.working_dir, user=spec.user, tty=spec.tty),
         )

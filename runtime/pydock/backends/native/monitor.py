@@ -27,7 +27,7 @@ from pathlib import Path
 from ...errors import PydockError
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .launch import Console, Zygote, recv, send, start_container, start_exec, workload_for
+from .launch import Console, Zygote, recv, send, stage_dir, start_container, start_exec, workload_for
 from .state import ContainerDir, ContainerTable, cgroup_prefix, containers_root
 
 
@@ -212,8 +212,8 @@ class Monitor:
                 ready = []
             if refill and not ready:
                 # Idle: clone the next container's PID 1 now, off the critical path.
-                self.zygote = Zygote(new_net=True,
-                                     cgroup_prefix=cgroup_prefix(self.table.root))
+                self.zygote = Zygote(new_net=True, cgroup_prefix=cgroup_prefix(self.table.root),
+                                     stage=stage_dir(self.store_root))
                 continue
             if wake_r in ready:
                 try:
