@@ -205,7 +205,8 @@ def stale_spares(prefix: str, alive: Callable[[int], bool]) -> list[str]:
 
 
 def remove_dir(path: str) -> None:
-    for _ in range(50):
+    """rmdir a cgroup, retrying for up to 2 s while its last processes exit."""
+    for _ in range(200):
         try:
             os.rmdir(path)
             return
@@ -214,4 +215,4 @@ def remove_dir(path: str) -> None:
         except OSError as exc:
             if exc.errno != errno.EBUSY:
                 return
-            time.sleep(0.01)
+            time.sleep(0.001 if _ < 20 else 0.01)

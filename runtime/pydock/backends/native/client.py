@@ -20,7 +20,9 @@ class MonitorClient:
 
     def __init__(self, store_root: Path, *, detach: bool = False) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        cmd = [sys.executable, "-m", "pydock.backends.native.monitor", "--fd",
+        # -S: no site-packages; the monitor needs only the standard library and pydock
+        # (on PYTHONPATH), and stays small: fork and exec costs grow with its size.
+        cmd = [sys.executable, "-S", "-m", "pydock.backends.native.monitor", "--fd",
                str(child.fileno()), "--store", str(store_root)]
         if detach:
             cmd.append("--detach")

@@ -31,6 +31,12 @@ DEFAULT_HOSTS = (
 
 
 @functools.lru_cache(maxsize=16)
+def init_lower(store_root: Path) -> str:
+    """The init layer as an overlay lowerdir relative to ``<store>/layers``."""
+    return os.path.relpath(ensure_init_layer(store_root), store_root / "layers")
+
+
+@functools.lru_cache(maxsize=16)
 def stage_dir(store_root: Path) -> bytes:
     """An empty directory where a new container stages /proc, /sys and /dev (each container
     mounts a tmpfs over it in its own mount namespace; the host never sees a mount)."""
@@ -261,9 +267,8 @@ def start_container(cdir: ContainerDir, store_root: Path,
     """
     spec = cdir.spec
     config = cdir.config
-    init_layer = ensure_init_layer(store_root)
     _fresh_workdir(cdir.work)
-    layers = ":".join([os.path.relpath(init_layer, store_root / "layers"), *config["layers"]])
+    layers = ":".join([init_lower(store_root), *config["layers"]])
     options = (f"lowerdir={layers},upperdir={cdir.upper},workdir={cdir.work},volatile")
     new_net = spec.network != "host"
     stage = stage_dir(store_root)

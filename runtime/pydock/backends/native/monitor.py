@@ -170,17 +170,19 @@ class Monitor:
 
     def finish(self, cdir: ContainerDir, cgroup: Cgroup, pid: int, code: int) -> None:
         oom = cgroup.oom_killed()
-        cgroup.kill()
-        cgroup.remove()
         try:
+            # The cgroup stays in state.json until removed below, for the sweep.
             cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
-                             finished_at=now(), pid=0, cgroup=None)
+                             finished_at=now(), pid=0)
             if cdir.spec.auto_remove:
                 self.table.delete(cdir)
         except PydockError:
             pass  # removed meanwhile
         self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
                    "oom_killed": oom})
+        # PID 1 is gone, so the kernel killed the rest of its PID namespace; the cgroup
+        # empties as they die.  Off the critical path: after the client heard of the exit.
+        cgroup.remove()
 
     def client_gone(self) -> None:
         if self.sock is not None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
-import secrets
 import shutil
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class ContainerTable:
             created: str) -> ContainerDir:
         """Create the directory of a new container; ``spec_for_id(id)`` makes its spec."""
         self.ensure()
-        cid = secrets.token_hex(32)
+        cid = os.urandom(32).hex()
         spec: ContainerSpec = spec_for_id(cid)
         name = spec.name or _generated_name(cid)
         try:
@@ -244,8 +244,8 @@ def containers_root(store_root: Path) -> Path:
 
 def store_tag(root: Path) -> str:
     """8 hex digits naming a store (or its containers dir) in host-wide names."""
-    import hashlib
-    return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    # crc32, not hashlib: the monitor stays free of OpenSSL (smaller, faster to fork)
+    return f"{zlib.crc32(str(root.resolve()).encode()):08x}"
 
 
 @functools.lru_cache(maxsize=16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ def settle_dead(table: ContainerTable) -> tuple[list[str], int]:
         try:
             state = cdir.read_state()
             if state.get("status") != "running":
+                for path in Cgroup.from_json(state.get("cgroup")).paths:
+                    if os.path.isdir(path):  # its monitor died before removing it
+                        remove_dir(path)
                 continue
             mon = state.get("monitor_pid")
             if mon and proc_start_time(int(mon)) == state.get("monitor_start"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -47,7 +46,7 @@ _SYSCALLS = {
     "x86_64": {"clone": 56, "pivot_root": 155, "capset": 126},
     "aarch64": {"clone": 220, "pivot_root": 41, "capset": 91},
 }
-_NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
+_NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
 
 def _check(result: int, what: str, detail: str = "") -> int:
