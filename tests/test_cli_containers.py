@@ -181,3 +181,41 @@ def test_help_is_helpful() -> None:
     r = subprocess.run([sys.executable, "-m", "pydock", "run", "--help"], capture_output=True,
                        text=True)
     assert "--memory" in r.stdout and "--pids-limit" in r.stdout
+
+
+def test_env_file_labels_cpus_hostname(busybox_image, tmp_path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# comment\nA=1\n\nB=two words\nFROM_HOST\n")
+    r = pydock_cli("run", "--rm", "--env-file", str(env_file), "-e", "A=override",
+                   "--cpus", "0.5", "-h", "box", "busybox", "sh", "-c",
+                   'echo "$A|$B|$FROM_HOST"; hostname; cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us '
+                   "2>/dev/null || true",
+                   env={**os.environ, "FROM_HOST": "host-value"})
+    lines = r.stdout.decode().split("\n")
+    assert lines[0] == "override|two words|host-value"
+    assert lines[1] == "box"
+    cid = pydock_cli("create", "-l", "team=qa", "--cpus", "0.5", "busybox", "true").stdout
+    doc = json.loads(pydock_cli("inspect", cid.decode().strip()).stdout)[0]
+    assert doc["Config"]["Labels"] == {"team": "qa"}
+    assert doc["HostConfig"]["NanoCpus"] == 500_000_000
+    pydock_cli("rm", cid.decode().strip())
+
+
+def test_cpu_quota_is_applied(backend) -> None:
+    import re
+
+    c = backend.run("busybox", command=["sleep", "30"], cpus=0.5)
+    state = json.loads(c.dir.state_file.read_text())
+    cpu_dirs = [p for p in state["cgroup"]["paths"] if re.search(r"/cpu[^/]*/", p)]
+    assert cpu_dirs, state["cgroup"]
+    with open(f"{cpu_dirs[0]}/cpu.cfs_quota_us") as f:
+        assert f.read().strip() == "50000"
+    c.remove(force=True)
+
+
+def test_not_root_is_a_clear_error(busybox_image) -> None:
+    code = ("import os; os.geteuid = lambda: 1000\n"
+            "from pydock.cli import main\nraise SystemExit(main(['run', 'busybox', 'true']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "needs root" in r.stderr and "Traceback" not in r.stderr
