@@ -277,3 +277,25 @@ def test_restart_then_wait_reports_the_new_run(backend) -> None:
     assert c.wait(10).exit_code == 5
     assert c.status is Status.EXITED
     c.remove()
+
+
+def test_containers_on_disk_mode(store_dir, busybox_image, monkeypatch) -> None:
+    from pydock.backends.native.backend import NativeBackend
+
+    monkeypatch.setenv("PYDOCK_CONTAINERS", "disk")
+    other = store_dir.parent / "disk-store"
+    import shutil
+
+    shutil.copytree(store_dir, other, symlinks=True)
+    if (other / "containers").is_symlink():
+        (other / "containers").unlink()
+        (other / "containers").mkdir()
+    b = NativeBackend(other)
+    try:
+        c = b.run("busybox", command=["sh", "-c", "echo on-disk > /f; cat /f"])
+        assert c.wait(10).exit_code == 0
+        assert c.logs()[0] == b"on-disk\n"
+        assert str(c.dir.path).startswith(str(other / "containers"))
+        c.remove()
+    finally:
+        b.close()
