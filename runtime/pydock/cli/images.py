@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -170,7 +171,12 @@ def cmd_image_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    report = _store(args).gc()
+    store = _store(args)
+    if os.geteuid() == 0:  # stale runtime state: containers and cgroups of dead monitors
+        from ..backends.native.backend import NativeBackend
+        for cid in NativeBackend(store).sweep():
+            print(f"Settled container of a dead monitor: {cid[:12]}")
+    report = store.gc()
     for layer in report.layers:
         print(f"Deleted layer: {layer}")
     for entry in report.tmp_entries:
