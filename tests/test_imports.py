@@ -17,3 +17,17 @@ def test_pydock_does_not_import_pytest() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_public_api_names_resolve() -> None:
+    import pydock
+
+    for name in pydock.__all__:
+        assert getattr(pydock, name).__name__ == name
+
+
+def test_importing_one_submodule_loads_only_what_it_needs() -> None:
+    code = ("import sys, pydock.backends.native.monitor\n"
+            "print('pydock.store' in sys.modules, 'filelock' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.split() == ["False", "False"], r.stderr
