@@ -241,8 +241,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _each(args: argparse.Namespace, action: Any) -> int:
-    b = backend(args)
+def _each(args: argparse.Namespace, action: Any, b: NativeBackend | None = None) -> int:
+    b = b or backend(args)
     status = 0
     for ref in args.containers:
         try:
@@ -266,7 +266,11 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: (c.remove(force=args.force), print(ref)))
+    b = backend(args)
+    try:
+        return _each(args, lambda c, ref: (c.remove(force=args.force), print(ref)), b)
+    finally:
+        b.close()  # the last container gone: nothing of the store stays on the host
 
 
 # -- ps / inspect -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from ...spec import RunOptions, make_spec, parse_signal
 from ...store import Store
 from ..base import Capabilities, Status
 from .client import MonitorClient
+from .launch import write_etc_files
 from .monitor import now, proc_start_time
 from .state import ContainerDir, ContainerTable, containers_root
 
@@ -42,7 +43,7 @@ class NativeBackend:
 
     def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
-        self.table = ContainerTable(containers_root(self.store.root))
+        self.table = ContainerTable(containers_root(self.store.root), self.store.root)
         self._monitor: MonitorClient | None = None
         self._lock = threading.Lock()
         self._swept = False
@@ -58,11 +59,23 @@ class NativeBackend:
             return self._monitor
 
     def close(self) -> None:
-        """Stop the session monitor: containers it still runs are killed."""
+        """Stop the session monitor (containers it still runs are killed); when the store
+        has no container left, remove its run directory from the host."""
         with self._lock:
             if self._monitor is not None:
                 self._monitor.close()
                 self._monitor = None
+        self.tidy()
+
+    def tidy(self) -> None:
+        """Remove the store's (tmpfs) run directory if no container is left in it."""
+        try:
+            names = os.listdir(self.table.root)
+        except FileNotFoundError:
+            return
+        if not any(n != "names" for n in names):
+            with self.store.lock():
+                self.table.tidy()
 
     def __enter__(self) -> NativeBackend:
         return self
@@ -97,6 +110,7 @@ class NativeBackend:
             layers = self.store.layer_names(img)
             cdir = self.table.new(lambda cid: make_spec(img, opts, container_id=cid), layers,
                                   img.id, now())
+        write_etc_files(cdir)
         return NativeContainer(self, cdir)
 
     def run(self, image: str | Image, options: RunOptions | None = None,
@@ -270,11 +284,7 @@ class NativeContainer:
                 self.wait(30)
             except (InvalidState, TimeoutError):
                 pass
-        table = self.backend.table
-        table.delete(self.dir)
-        if not any(n != "names" for n in os.listdir(table.root)):
-            with self.backend.store.lock():
-                table.tidy()
+        self.backend.table.delete(self.dir)
 
     # -- processes --------------------------------------------------------------------------
     def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int] = (),

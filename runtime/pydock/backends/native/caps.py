@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 CAPS = {
     "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
     "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
@@ -20,6 +22,7 @@ DOCKER_DEFAULT = (
 )
 
 
+@functools.lru_cache(maxsize=1)
 def last_cap() -> int:
     """The highest capability number this kernel knows."""
     try:

@@ -86,7 +86,20 @@ def _host_resolv(host_network: bool) -> str:
                            line.split()[1:2] and line.split()[1].startswith(("127.", "::1"))))
 
 
+ETC_FILES = ("hosts", "hostname", "resolv.conf")
+
+
+def etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
+    """(host file, path in the container) of the /etc files, written at create time (and
+    again if gone, e.g. after a reboot)."""
+    out = [(bytes(cdir.rw_dir / name), b"/etc/" + name.encode()) for name in ETC_FILES]
+    if not os.path.exists(out[0][0]):
+        write_etc_files(cdir)
+    return out
+
+
 def write_etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
+    """Write the container's /etc/hosts, /etc/hostname and /etc/resolv.conf."""
     spec = cdir.spec
     files = {}
     if spec.network == "host":
@@ -108,12 +121,17 @@ def write_etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _default_caps() -> tuple[int, tuple[int, ...]]:
+    keep = caps.mask(caps.DOCKER_DEFAULT)
+    return keep, tuple(c for c in range(caps.last_cap() + 1) if not keep & (1 << c))
+
+
 def workload_for(*, argv: list[str], env: list[str], cwd: str, user: str, tty: bool,
                  create_cwd: bool = True) -> Workload:
-    keep = caps.mask(caps.DOCKER_DEFAULT)
-    drop = [c for c in range(caps.last_cap() + 1) if not keep & (1 << c)]
+    keep, drop = _default_caps()
     return Workload(argv=argv, env=env, cwd=cwd, user=user, tty=tty, cap_keep=keep,
-                    cap_drop=drop, create_cwd=create_cwd)
+                    cap_drop=list(drop), create_cwd=create_cwd)
 
 
 def _mount_entries(cdir: ContainerDir) -> list[tuple[str, bytes, bytes, int, bytes | None]]:
@@ -307,7 +325,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
             overlay_options=options.encode(),
             rootfs=bytes(cdir.rootfs),
             hostname=spec.hostname.encode(),
-            etc_files=write_etc_files(cdir),
+            etc_files=etc_files(cdir),
             mounts=_mount_entries(cdir),
             new_net=new_net,
             init=spec.init,

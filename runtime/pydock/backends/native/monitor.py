@@ -55,13 +55,14 @@ class Monitor:
     def __init__(self, sock: socket.socket, store_root: Path, *, detach: bool) -> None:
         self.sock: socket.socket | None = sock
         self.store_root = store_root
-        self.table = ContainerTable(containers_root(store_root))
+        self.table = ContainerTable(containers_root(store_root), store_root)
         self.detach = detach
         self.containers: dict[int, tuple[ContainerDir, Cgroup]] = {}
         self.execs: dict[int, str] = {}
         self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
         self.zygote: Zygote | None = None    # a pre-cloned PID 1 (session mode only)
         self.start_time = proc_start_time(os.getpid())
+        self.just_exited = False
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, msg: dict[str, object], fds: list[int]) -> None:
@@ -180,6 +181,7 @@ class Monitor:
             pass  # removed meanwhile
         self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
                    "oom_killed": oom})
+        self.just_exited = True
         # PID 1 is gone, so the kernel killed the rest of its PID namespace; the cgroup
         # empties as they die.  Off the critical path: after the client heard of the exit.
         cgroup.remove()
@@ -208,12 +210,16 @@ class Monitor:
             readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
                                                    else [])
             refill = not self.detach and self.sock is not None and self.zygote is None
+            # Right after a container exited, its client is busy (removing it, making the
+            # next one): the best moment to clone the next PID 1.  Otherwise wait for 2 ms
+            # of quiet, so as not to delay the exit of a container that was just started.
+            idle = 0.0 if self.just_exited else 0.002
             try:
-                ready, _, _ = select.select(readers, [], [], 0.002 if refill else 5.0)
+                ready, _, _ = select.select(readers, [], [], idle if refill else 5.0)
             except InterruptedError:
                 ready = []
+            self.just_exited = False
             if refill and not ready:
-                # Idle: clone the next container's PID 1 now, off the critical path.
                 self.zygote = Zygote(new_net=True, cgroup_prefix=cgroup_prefix(self.table.root),
                                      stage=stage_dir(self.store_root))
                 continue

@@ -107,12 +107,16 @@ class ContainerDir:
 class ContainerTable:
     """All containers of a store: ids, names, lookup by name / id / unique id prefix."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store_root: Path | None = None) -> None:
         self.root = root
         self.names = root / "names"
+        self.store_root = store_root
 
     def ensure(self) -> None:
-        self.names.mkdir(parents=True, exist_ok=True)
+        if not self.names.is_dir():  # made anew after a tidy() or a reboot
+            self.names.mkdir(parents=True, exist_ok=True)
+            if self.store_root is not None:
+                claim_run_dir(self.root, self.store_root)
 
     def tidy(self) -> None:
         """Remove this table's directory when it holds no container (the caller holds the
@@ -223,9 +227,7 @@ def containers_root(store_root: Path) -> Path:
         return link
     run = Path("/dev/shm") / f"pydock-{store_tag(store_root)}" / "containers"
     run.mkdir(parents=True, exist_ok=True, mode=0o700)
-    owner = run.parent / "store"
-    if not owner.exists():
-        write_json(owner, str(store_root.resolve()))
+    claim_run_dir(run, store_root)
     if link.is_symlink():
         if os.readlink(link) != str(run):
             os.unlink(link)
@@ -263,6 +265,16 @@ _NOUN = ("ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen", "ibis", "jay", 
 def _generated_name(cid: str) -> str:
     n = int(cid[:8], 16)
     return f"{_ADJ[n % len(_ADJ)]}_{_NOUN[(n // 97) % len(_NOUN)]}_{cid[:6]}"
+
+
+def claim_run_dir(containers: Path, store_root: Path) -> None:
+    """Record which store a tmpfs run directory belongs to (the sweep reads it)."""
+    run = containers.parent
+    if run.parent != Path("/dev/shm") or not run.name.startswith("pydock-"):
+        return
+    owner = run / "store"
+    if not owner.exists():
+        write_json(owner, str(store_root.resolve()))
 
 
 def orphaned_run_dirs() -> list[Path]:
