@@ -152,10 +152,8 @@ def test_bind_mounts_and_tmpfs(backend, tmp_path) -> None:
 
 def test_stop_sends_sigterm_then_sigkill(backend) -> None:
     c = backend.run("busybox", command=["sleep", "100"], init=True)
-    t = time.monotonic()
-    c.stop(timeout=5)
-    assert c.wait().exit_code == 143  # SIGTERM forwarded by the init
-    assert time.monotonic() - t < 5
+    c.stop(timeout=30)
+    assert c.wait().exit_code == 143  # SIGTERM, forwarded by the init, ended it: no SIGKILL
     c.remove()
     # PID 1 without a handler ignores SIGTERM: stop escalates to SIGKILL
     c = backend.run("busybox", command=["sleep", "100"])
