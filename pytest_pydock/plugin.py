@@ -1,3 +1,197 @@
-"""The pytest plugin (entry point ``pytest11``); fixtures arrive with the plugin issue."""
+"""The pytest plugin (entry point ``pytest11``): fixtures over pydock's public API.
+
+Fixtures:
+- ``pydock`` (session): a :class:`~pytest_pydock.session.PydockSession`: images, ``run``.
+- ``container`` (function): a fresh container of the image named by the ``pydock`` marker,
+  ready before the test and removed after it::
+
+      @pytest.mark.pydock(image="busybox", command=["httpd", "-f", "-p", "80"], ready_port=80)
+      def test_serves(container): ...
+
+Options (and ini keys): ``--pydock-backend`` (auto|native|docker), ``--pydock-store``,
+``--pydock-keep`` (never|failed|always).
+"""
 
 from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydock import NativeBackend, PydockError, Store, UsageError
+from pydock.ready import Probe
+
+from . import hookspecs
+from .session import Container, Keep, PydockSession
+
+KEPT_SHELL = "pydock --store {store} exec -it {name} sh"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's options, read once from the command line and ini file."""
+
+    backend: str
+    store: str | None
+    keep: Keep
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        def get(name: str) -> Any:
+            value = config.getoption(f"pydock_{name}")
+            return value if value is not None else config.getini(f"pydock_{name}")
+
+        keep = get("keep") or "never"
+        try:
+            keep_value = Keep(keep)
+        except ValueError:
+            raise pytest.UsageError(
+                f"--pydock-keep: {keep!r}: use never, failed or always") from None
+        backend = get("backend") or "auto"
+        if backend not in ("auto", "native", "docker"):
+            raise pytest.UsageError(f"--pydock-backend: {backend!r}: use auto, native or docker")
+        return cls(backend=backend, store=get("store") or None, keep=keep_value)
+
+
+settings_key = pytest.StashKey[Settings]()
+current_test_key = pytest.StashKey[str | None]()
+session_key = pytest.StashKey[PydockSession]()
+outcome_key = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pydock", "containers for tests (pytest-pydock)")
+    group.addoption("--pydock-backend", dest="pydock_backend", default=None,
+                    help="container engine: auto (default), native or docker")
+    group.addoption("--pydock-store", dest="pydock_store", default=None,
+                    help="image store directory (default: $PYDOCK_STORE or ~/.cache/pydock)")
+    group.addoption("--pydock-keep", dest="pydock_keep", default=None,
+                    help="keep containers after their test: never (default), failed, always")
+    parser.addini("pydock_backend", "container engine: auto, native or docker", default="auto")
+    parser.addini("pydock_store", "image store directory", default="")
+    parser.addini("pydock_keep", "keep containers: never, failed or always", default="never")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[settings_key] = Settings.from_config(config)
+    config.addinivalue_line(
+        "markers",
+        "pydock(image, command=None, env=None, ready_port=None, ready_log=None, "
+        "network='none', **options): the image (and run options) of the `container` fixture")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_pydock_select_backend(config: pytest.Config, name: str) -> Any:
+    settings = config.stash[settings_key]
+    if name == "docker":
+        raise UsageError("the docker backend is not available yet; use --pydock-backend=native")
+    return NativeBackend(Store(settings.store) if settings.store else None)
+
+
+def _session(config: pytest.Config) -> PydockSession:
+    if session_key not in config.stash:
+        settings = config.stash[settings_key]
+        backend = config.hook.pytest_pydock_select_backend(config=config, name=settings.backend)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        pd = PydockSession(backend, keep=settings.keep, worker=worker,
+                           current_test=config.stash.get(current_test_key, None))
+        pd.on_started = lambda c: config.hook.pytest_pydock_container_started(
+            container=c, nodeid=pd.current_test)
+        pd.on_finished = lambda c, nodeid, outcome: (
+            config.hook.pytest_pydock_container_finished(container=c, nodeid=nodeid,
+                                                          outcome=outcome))
+        config.stash[session_key] = pd
+    return config.stash[session_key]
+
+
+@pytest.fixture(scope="session")
+def pydock(pytestconfig: pytest.Config) -> Iterator[PydockSession]:
+    """The session's pydock: ``pydock.image(ref)``, ``pydock.import_image(tar, ref)``,
+    ``with pydock.run(image, command, ready=pydock.port(80)) as c: ...``."""
+    yield _session(pytestconfig)
+
+
+@pytest.fixture
+def container(request: pytest.FixtureRequest, pydock: PydockSession) -> Iterator[Container]:
+    """A fresh container for this test, of the image the ``pydock`` marker names."""
+    marker = request.node.get_closest_marker("pydock")
+    if marker is None or not (marker.args or "image" in marker.kwargs):
+        pytest.fail("the `container` fixture needs @pytest.mark.pydock(image=...) "
+                    "(or override the `container` fixture)", pytrace=False)
+    options = dict(marker.kwargs)
+    image = marker.args[0] if marker.args else options.pop("image")
+    probes: list[Probe] = []
+    if "ready_port" in options:
+        probes.append(pydock.port(options.pop("ready_port")))
+    if "ready_log" in options:
+        probes.append(pydock.log(options.pop("ready_log")))
+    try:
+        c = pydock.start(image, options.pop("command", None), ready=probes or None, **options)
+    except PydockError as exc:
+        pytest.fail(f"pydock: {exc}", pytrace=False)
+    yield c
+    pydock.finish(c, outcome=request.node.stash.get(outcome_key, "passed"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    item.config.stash[current_test_key] = item.nodeid
+    pd = item.config.stash.get(session_key, None)
+    if pd is not None:
+        pd.current_test = item.nodeid
+    try:
+        return (yield)
+    finally:
+        item.config.stash[current_test_key] = None
+        pd = item.config.stash.get(session_key, None)
+        if pd is not None:
+            pd.current_test = None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report: pytest.TestReport = yield
+    if report.failed or (report.when == "call" and report.outcome != "passed"):
+        item.stash[outcome_key] = "failed"
+    pd = item.config.stash.get(session_key, None)
+    if pd is not None and report.failed:
+        for record in pd.containers_of(item.nodeid):
+            pd._snapshot(record)
+            c = record.container
+            report.sections.append((
+                f"pydock container {c.name}",
+                f"image: {c.image}\ncommand: {record.command}\n"
+                f"status: {c.status}" + (f" (exit code {record.exit_code})"
+                                         if record.exit_code is not None else "") +
+                f"\n{record.logs}"))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    pd = config.stash.get(session_key, None)
+    if pd is None or not pd.records:
+        return
+    median = pd.median_start()
+    terminalreporter.write_sep("-", "pydock")
+    terminalreporter.write_line(
+        f"{len(pd.records)} container{'s' if len(pd.records) != 1 else ''} started"
+        + (f", median start {median * 1000:.1f} ms" if median is not None else ""))
+    store = pd.backend.store.root
+    for record in pd.kept:
+        terminalreporter.write_line(
+            f"kept {record.container.name} ({record.test}): "
+            + KEPT_SHELL.format(store=shlex.quote(str(store)), name=record.container.name))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    pd = config.stash.get(session_key, None)
+    if pd is not None:
+        pd.close()
+        del config.stash[session_key]

@@ -1,0 +1,295 @@
+"""The test-session object behind the ``pydock`` fixture; a plain class usable without pytest.
+
+    with PydockSession(NativeBackend()) as pd:
+        with pd.run("busybox", ["sleep", "60"], ready=pd.log("started")) as c:
+            assert c.exec(["echo", "hi"]).stdout == b"hi\\n"
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import statistics
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO
+
+from pydock import ExecResult, Image, ImageConfig, Mount, NativeBackend, NativeContainer, RunOptions
+from pydock.ready import (
+    ExecProbe,
+    HealthcheckProbe,
+    HttpProbe,
+    LogProbe,
+    PortProbe,
+    Probe,
+    last_log_lines,
+    wait_ready,
+)
+
+
+class Keep(enum.Enum):
+    """Which containers outlive their test: none, those of failed tests, all."""
+
+    NEVER = "never"
+    FAILED = "failed"
+    ALWAYS = "always"
+
+
+class Container:
+    """A container a test uses: run commands in it, read its output, move files, commit."""
+
+    def __init__(self, inner: NativeContainer, *, image: str) -> None:
+        self._c = inner
+        self.image = image
+        self.id = inner.id
+        self.name = inner.name
+        self.start_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"<pydock Container {self.name} ({self.image})>"
+
+    @property
+    def status(self) -> str:
+        """created, running or exited."""
+        return self._c.status.value
+
+    @property
+    def native(self) -> NativeContainer:
+        """The engine's handle, for what this class does not wrap."""
+        return self._c
+
+    def exec(self, cmd: Sequence[str] | str, *, user: str | None = None,
+             env: Mapping[str, str] | None = None, workdir: str | None = None,
+             stdin: bytes | None = None, timeout: float | None = 60) -> ExecResult:
+        """Run ``cmd`` (a string runs with /bin/sh -c) in the running container."""
+        return self._c.exec(cmd, user=user, workdir=workdir, stdin=stdin, timeout=timeout,
+                            env=[f"{k}={v}" for k, v in (env or {}).items()])
+
+    def logs(self) -> str:
+        """Everything it wrote to stdout and stderr so far."""
+        out, err = self._c.logs()
+        return (out + err).decode(errors="replace")
+
+    def put(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
+        """Write a file into the container (its directory must exist)."""
+        from pydock.backends.native import rootfs
+        rootfs.put_file(self._c, path, data.encode() if isinstance(data, str) else data,
+                        mode=mode)
+
+    def get(self, path: str) -> bytes:
+        """Read a file from the container."""
+        from pydock.backends.native import rootfs
+        return rootfs.get_file(self._c, path)
+
+    def commit(self, ref: str | None = None, *, changes: Sequence[str] = ()) -> Image:
+        """Its writable layer as a new image on top of its image (seed once, fork per test)."""
+        from pydock.backends.native import rootfs
+        return rootfs.commit(self._c, ref=ref, changes=changes)
+
+    def address(self, port: int) -> tuple[str, int]:
+        """Where the host reaches ``port`` of the container.
+
+        Containers on the host network (``network="host"``) answer on 127.0.0.1; bridge
+        networking with published ports comes with the networking work.
+        """
+        if self._c.spec.network != "host":
+            raise NotImplementedError(
+                f"container {self.name} has no network reachable from the host yet: run it "
+                "with network='host', or probe it from inside (pydock.http)")
+        return ("127.0.0.1", port)
+
+    def url(self, port: int, path: str = "/") -> str:
+        host, p = self.address(port)
+        return f"http://{host}:{p}{path}"
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._c.stop(timeout)
+
+    def kill(self, signal: str | int = "SIGKILL") -> None:
+        self._c.kill(signal)
+
+    def restart(self, timeout: float | None = None) -> None:
+        """Stop it and start it again, keeping its writable layer."""
+        self._c.stop(timeout)
+        self._c.start()
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for it to exit; its exit code."""
+        return self._c.wait(timeout).exit_code
+
+
+@dataclass
+class Record:
+    """What the session remembers of a container for reports."""
+
+    container: Container
+    test: str | None
+    command: str
+    exit_code: int | None = None
+    logs: str = ""
+    removed: bool = False
+
+
+@dataclass
+class PydockSession:
+    """Images and containers for one test session (one per xdist worker)."""
+
+    backend: NativeBackend
+    keep: Keep = Keep.NEVER
+    worker: str = ""
+    current_test: str | None = None
+    records: list[Record] = field(default_factory=list)
+    kept: list[Record] = field(default_factory=list)
+    on_started: Callable[[Container], None] | None = None
+    on_finished: Callable[[Container, str | None, str | None], None] | None = None
+
+    def __enter__(self) -> PydockSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- images ------------------------------------------------------------------------------
+    def image(self, ref: str) -> Image:
+        """An image already in the store (``pydock images``)."""
+        return self.backend.store.image(ref)
+
+    def import_image(self, tarball: str | os.PathLike[str] | IO[bytes], ref: str, *,
+                     changes: Sequence[str] = ()) -> Image:
+        """A rootfs tarball as an image (``pydock import``); the same tarball gives the same
+        image, so every xdist worker may call this: the store dedupes."""
+        from pydock.changes import apply_changes
+        config = apply_changes(ImageConfig(), changes)
+        if isinstance(tarball, (str, os.PathLike)):
+            with open(tarball, "rb") as f:
+                return self.backend.store.import_tar(f, config=config, ref=ref)
+        return self.backend.store.import_tar(tarball, config=config, ref=ref)
+
+    # -- probes (shorthands so tests need only the fixture) ---------------------------------
+    port = staticmethod(lambda port, proto="tcp": PortProbe(port, proto))
+    log = staticmethod(lambda pattern: LogProbe(pattern))
+    http = staticmethod(lambda port, path="/", status=200: HttpProbe(port, path, status))
+    healthcheck = staticmethod(lambda: HealthcheckProbe())
+
+    @staticmethod
+    def command(*argv: str) -> ExecProbe:
+        return ExecProbe(tuple(argv))
+
+    # -- containers -------------------------------------------------------------------------
+    @contextmanager
+    def run(self, image: str | Image, command: Sequence[str] | str | None = None, *,
+            env: Mapping[str, str] | None = None, volumes: Mapping[str, str] | None = None,
+            tmpfs: Sequence[str] = (), network: str = "none", name: str | None = None,
+            user: str | None = None, workdir: str | None = None, memory: int | None = None,
+            pids_limit: int | None = None, init: bool = True,
+            ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0,
+            ) -> Iterator[Container]:
+        """A fresh container of ``image``, ready, removed (writable layer gone) on exit."""
+        c = self.start(image, command, env=env, volumes=volumes, tmpfs=tmpfs, network=network,
+                       name=name, user=user, workdir=workdir, memory=memory,
+                       pids_limit=pids_limit, init=init, ready=ready, timeout=timeout)
+        try:
+            yield c
+        finally:
+            self.finish(c)
+
+    def start(self, image: str | Image, command: Sequence[str] | str | None = None, *,
+              env: Mapping[str, str] | None = None, volumes: Mapping[str, str] | None = None,
+              tmpfs: Sequence[str] = (), network: str = "none", name: str | None = None,
+              user: str | None = None, workdir: str | None = None, memory: int | None = None,
+              pids_limit: int | None = None, init: bool = True,
+              ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0) -> Container:
+        """Like ``run`` without the context: the caller calls ``finish``."""
+        from pydock.spec import parse_tmpfs
+        if isinstance(command, str):
+            command = ["/bin/sh", "-c", command]
+        mounts = [Mount(target=t, source=os.path.abspath(s)) for s, t in (volumes or {}).items()]
+        mounts += [parse_tmpfs(t) for t in tmpfs]
+        opts = RunOptions(
+            command=command, env=[f"{k}={v}" for k, v in (env or {}).items()],
+            mounts=mounts, network=network, user=user, working_dir=workdir, memory=memory,
+            pids_limit=pids_limit, init=init,
+            name=f"{name}-{self.worker}" if name and self.worker else name,
+            labels={"pydock.test": self.current_test or ""})
+        t = time.perf_counter()
+        inner = self.backend.create(image, opts)
+        ref = image if isinstance(image, str) else (image.tags[0] if image.tags else image.id)
+        c = Container(inner, image=ref)
+        record = Record(c, self.current_test, " ".join(inner.spec.argv))
+        self.records.append(record)
+        try:
+            inner.start(detach=self.keep is not Keep.NEVER)
+            if ready is not None:
+                wait_ready(inner, [ready] if not isinstance(ready, Sequence) else ready,
+                           timeout=timeout)
+        except BaseException:
+            self._snapshot(record)
+            raise
+        c.start_seconds = time.perf_counter() - t
+        if self.on_started:
+            self.on_started(c)
+        return c
+
+    def finish(self, c: Container, *, outcome: str | None = None) -> None:
+        """Record its status and logs, then remove it (unless the keep policy says not).
+
+        ``outcome``: how its test went (passed, failed, skipped), when known.
+        """
+        record = next((r for r in self.records if r.container is c), None)
+        if record is None or record.removed:
+            return
+        self._snapshot(record)
+        failed = outcome == "failed"
+        if self.on_finished:
+            self.on_finished(c, record.test, outcome)
+        if self.keep is Keep.ALWAYS or (self.keep is Keep.FAILED and failed):
+            self.kept.append(record)
+            return
+        c.native.remove(force=True)
+        record.removed = True
+
+    def _snapshot(self, record: Record) -> None:
+        try:
+            state = record.container.native.state()
+            record.exit_code = state.get("exit_code")
+            record.logs = last_log_lines(record.container.native)
+        except Exception:  # noqa: BLE001 - a report must not fail the test run
+            pass
+
+    def containers_of(self, test: str) -> list[Record]:
+        return [r for r in self.records if r.test == test]
+
+    def median_start(self) -> float | None:
+        times = [r.container.start_seconds for r in self.records if r.container.start_seconds]
+        return statistics.median(times) if times else None
+
+    def close(self) -> None:
+        """Remove what the session still holds (kept containers stay) and stop the engine."""
+        for record in self.records:
+            if not record.removed and record not in self.kept:
+                try:
+                    record.container.native.remove(force=True)
+                except Exception:  # noqa: BLE001 - best effort at session end
+                    pass
+                record.removed = True
+        self.backend.close()
+
+
+def tar_of(files: Mapping[str, bytes | str]) -> bytes:
+    """A tarball of ``{path: content}`` (helper for tests that import small images)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, data in files.items():
+            raw = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(path)
+            info.size = len(raw)
+            info.mode = 0o755 if path.startswith(("bin/", "usr/bin/")) else 0o644
+            tar.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+__all__ = ["Container", "Keep", "PydockSession", "tar_of"]

@@ -1,0 +1,237 @@
+"""The pytest plugin, run as users run it: real pytest sessions through pytester."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import leftovers, needs_root
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, store_dir, busybox_image):  # type: ignore[no-untyped-def]
+    """Run pytest on the given test files against the busybox store; returns the result."""
+    needs_root()
+
+    def go(*args: str, **files: str) -> pytest.RunResult:
+        pytester.makepyfile(**files)
+        return pytester.runpytest_subprocess(f"--pydock-store={store_dir}", "-p", "no:cacheprovider",
+                                             *args, timeout=120)
+    return go
+
+
+def test_container_fixture_gives_each_test_a_fresh_container(run, store_dir) -> None:
+    result = run(test_fresh="""
+        import pytest
+
+        pytestmark = pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_write(container, n):
+            assert container.exec("ls /data 2>/dev/null; echo x > /data").stdout == b""
+            assert container.exec(["cat", "/data"]).stdout == b"x\\n"
+            assert container.status == "running"
+    """)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*3 containers started, median start * ms*"])
+    assert not list((store_dir / "containers").glob("*/config.json"))
+
+
+def test_run_with_readiness_and_http_probe(run) -> None:
+    result = run(test_web="""
+        SERVE = "mkdir /www; echo hi > /www/index.html; sleep 0.2; httpd -f -p 8080 -h /www"
+
+        def test_served(pydock):
+            with pydock.run("busybox", SERVE, ready=[pydock.port(8080),
+                                                    pydock.http(8080, "/index.html")]) as c:
+                assert c.exec("wget -q -O - http://127.0.0.1:8080/index.html").stdout == b"hi\\n"
+                c.put("/www/extra.txt", "more")
+                assert c.get("/www/extra.txt") == b"more"
+    """)
+    result.assert_outcomes(passed=1)
+
+
+def test_failing_test_report_shows_its_containers(run) -> None:
+    result = run(test_fail="""
+        import pytest
+
+        @pytest.mark.pydock(image="busybox",
+                            command=["sh", "-c", "echo booting service; sleep 300"],
+                            ready_log="booting")
+        def test_breaks(container):
+            assert container.exec(["false"]).exit_code == 0
+    """)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*pydock container *", "image: busybox",
+                                 "command: sh -c echo booting service; sleep 300",
+                                 "status: running*", "*booting service*"])
+
+
+def test_container_dying_before_ready_is_a_clear_error(run) -> None:
+    result = run(test_dies="""
+        import pytest
+
+        @pytest.mark.pydock(image="busybox", command=["sh", "-c", "echo no config >&2; exit 2"],
+                            ready_port=5432)
+        def test_db(container):
+            pass
+    """)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*exited with status 2 before it was ready*",
+                                 "*port 5432/tcp*", "*no config*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_missing_marker_and_missing_image_are_clear(run) -> None:
+    result = run(test_bad="""
+        import pytest
+
+        def test_no_marker(container):
+            pass
+
+        @pytest.mark.pydock(image="no-such-image")
+        def test_no_image(container):
+            pass
+    """)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*needs @pytest.mark.pydock(image=...)*",
+                                 "*image not found: no-such-image*"])
+
+
+def test_seed_once_fork_per_test(run) -> None:
+    result = run(test_seed="""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def seeded(pydock):
+            with pydock.run("busybox", "mkdir -p /db && echo 'row 1' > /db/table; sleep 300") as c:
+                c.exec("while [ ! -f /db/table ]; do sleep 0.01; done")
+                return c.commit(changes=['CMD ["sleep", "300"]'])
+
+        @pytest.mark.parametrize("n", range(3))
+        def test_fork(pydock, seeded, n):
+            with pydock.run(seeded) as c:
+                assert c.exec(["cat", "/db/table"]).stdout == b"row 1\\n"
+                c.exec(f"echo 'row from test {n}' >> /db/table")
+                assert c.exec(["wc", "-l", "/db/table"]).stdout.split()[0] == b"2"
+    """)
+    result.assert_outcomes(passed=3)
+
+
+def test_keep_always_lists_containers_with_a_shell_command(run, store_dir) -> None:
+    result = run("--pydock-keep=always", test_keep="""
+        import pytest
+
+        @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+        def test_one(container):
+            pass
+    """)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["kept * (test_keep.py::test_one): pydock --store * exec -it * sh"])
+    kept = list((store_dir / "containers").glob("*/config.json"))
+    assert len(kept) == 1
+    # it outlived the session, running; remove it as the user would
+    out = subprocess.run([sys.executable, "-m", "pydock", "--store", str(store_dir), "ps"],
+                         capture_output=True, text=True).stdout
+    assert "Up" in out
+    cid = kept[0].parent.name
+    assert subprocess.run([sys.executable, "-m", "pydock", "--store", str(store_dir), "rm",
+                           "-f", cid]).returncode == 0
+
+
+def test_hooks_for_other_plugins(run) -> None:
+    result = run(conftest="""
+        events = []
+
+        def pytest_pydock_container_started(container, nodeid):
+            events.append(("started", nodeid))
+
+        def pytest_pydock_container_finished(container, nodeid, outcome):
+            events.append(("finished", nodeid, outcome))
+
+        def pytest_sessionfinish(session):
+            print("EVENTS", events)
+    """, test_hooks="""
+        import pytest
+
+        def test_a(pydock):
+            with pydock.run("busybox", ["true"]):
+                pass
+
+        @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+        def test_b(container):
+            assert False
+    """)
+    result.assert_outcomes(passed=1, failed=1)
+    assert ("EVENTS [('started', 'test_hooks.py::test_a'), "
+            "('finished', 'test_hooks.py::test_a', None), "
+            "('started', 'test_hooks.py::test_b'), "
+            "('finished', 'test_hooks.py::test_b', 'failed')]") in result.stdout.str()
+
+
+def test_xdist_workers_each_get_fresh_containers(run) -> None:
+    pytest.importorskip("xdist")
+    result = run("-n", "2", test_par="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        @pytest.mark.pydock(image="busybox", command=["sleep", "300"], name="svc")
+        def test_named(container, n):
+            assert container.exec("test ! -f /seen && touch /seen").exit_code == 0
+    """)
+    result.assert_outcomes(passed=6)
+
+
+def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
+    needs_root()
+    pytester.makepyfile(test_hang="""
+        import pytest, time
+
+        @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+        def test_hang(container):
+            print("RUNNING", flush=True)
+            time.sleep(300)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
+                             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if b"RUNNING" in line:
+            break
+    assert leftovers(store_dir)  # a container is running
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while leftovers(store_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not leftovers(store_dir)
+
+
+def test_ctrl_c_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
+    needs_root()
+    pytester.makepyfile(test_hang="""
+        import pytest, time
+
+        @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+        def test_hang(container):
+            print("RUNNING", flush=True)
+            time.sleep(300)
+    """)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
+                             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if b"RUNNING" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
+    assert b"KeyboardInterrupt" in out
+    assert not leftovers(store_dir)
+    assert not list((store_dir / "containers").glob("*/config.json"))
