@@ -249,7 +249,7 @@ class PydockSession:
         if self.keep is Keep.ALWAYS or (self.keep is Keep.FAILED and failed):
             self.kept.append(record)
             return
-        c.native.remove(force=True)
+        c.native.remove(force=True, background=True)
         record.removed = True
 
     def _snapshot(self, record: Record) -> None:

@@ -2,15 +2,14 @@
 
 Allowed, as in Docker: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL,
 USER, VOLUME, WORKDIR.  Values of ENV, LABEL, WORKDIR, USER, EXPOSE, VOLUME and STOPSIGNAL go
-through shell-word processing (quotes, backslashes, ``$VAR``/``${VAR}``/``${VAR:-x}``/
-``${VAR:+x}`` from the image's environment).  Unlike a Dockerfile build, ENTRYPOINT leaves CMD
-as it is (what ``docker import --change`` does).
+through Docker's shell-word processing (:mod:`pydock.expand`: quotes, escapes, ``$VAR`` and the
+``${VAR...}`` forms, from the image's environment).  Unlike a Dockerfile build, ENTRYPOINT leaves
+CMD as it is (what ``docker import --change`` does).
 """
 
 from __future__ import annotations
 
 import posixpath
-import re
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -18,14 +17,11 @@ from typing import Any
 
 import dockerfile
 
+from .dockerfile import parse_duration
 from .errors import DockerfileError
+from .expand import expand, split_words
 from .models import ImageConfig
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-             "h": 3600 * 10**9}
-_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BRACED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])(.*))?", re.DOTALL)
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
                  "start-interval": "StartInterval", "retries": "Retries"}
@@ -33,75 +29,6 @@ _HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "
 
 class _BadChange(Exception):
     """A --change line is wrong; the message says why (wrapped with the line by the caller)."""
-
-
-# -- shell words ------------------------------------------------------------------------------
-
-
-def _expand(text: str, i: int, env: dict[str, str]) -> tuple[str, int]:
-    """Expand the ``$`` at ``text[i]``; returns the value and the index after it."""
-    if text.startswith("${", i):
-        end = text.find("}", i)
-        if end < 0:
-            raise _BadChange(f"missing '}}' in {text!r}")
-        body = text[i + 2 : end]
-        match = _BRACED.fullmatch(body)
-        if match is None:
-            raise _BadChange(f"bad substitution ${{{body}}}")
-        name, op, word = match.group(1), match.group(2) or "", match.group(3) or ""
-        value = env.get(name, "")
-        if op == ":-":
-            value = value or word
-        elif op == ":+":
-            value = word if value else ""
-        return value, end + 1
-    match = _VAR.match(text, i + 1)
-    if match is None:
-        return "$", i + 1
-    return env.get(match.group(), ""), match.end()
-
-
-def shell_word(text: str, env: dict[str, str]) -> str:
-    """Remove quotes and backslashes and expand variables, as Docker does for ENV and friends."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "'":
-            end = text.find("'", i + 1)
-            if end < 0:
-                raise _BadChange(f"unterminated single quote in {text!r}")
-            out.append(text[i + 1 : end])
-            i = end + 1
-        elif c == '"':
-            i = _double_quoted(text, i + 1, env, out)
-        elif c == "\\":
-            out.append(text[i + 1 : i + 2] or "\\")
-            i += 2
-        elif c == "$":
-            value, i = _expand(text, i, env)
-            out.append(value)
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
-def _double_quoted(text: str, i: int, env: dict[str, str], out: list[str]) -> int:
-    while i < len(text):
-        c = text[i]
-        if c == '"':
-            return i + 1
-        if c == "\\" and text[i + 1 : i + 2] in ('"', "\\", "$"):
-            out.append(text[i + 1])
-            i += 2
-        elif c == "$":
-            value, i = _expand(text, i, env)
-            out.append(value)
-        else:
-            out.append(c)
-            i += 1
-    raise _BadChange(f"unterminated double quote in {text!r}")
 
 
 # -- instructions -----------------------------------------------------------------------------
@@ -112,13 +39,13 @@ def _pairs(cmd: Any, config: ImageConfig) -> list[tuple[str, str]]:
     if not values or len(values) % 2:
         raise _BadChange(f"{cmd.cmd.upper()} needs KEY=VALUE pairs")
     env = config.env_dict()
-    return [(shell_word(k, env), shell_word(v, env)) for k, v in zip(values[::2], values[1::2], strict=False)]
+    return [(expand(k, env), expand(v, env)) for k, v in zip(values[::2], values[1::2], strict=False)]
 
 
 def _one(cmd: Any, config: ImageConfig) -> str:
     if len(cmd.value) != 1:
         raise _BadChange(f"{cmd.cmd.upper()} takes exactly one argument")
-    return shell_word(cmd.value[0], config.env_dict())
+    return expand(cmd.value[0], config.env_dict())
 
 
 def _command(cmd: Any, config: ImageConfig) -> tuple[str, ...]:
@@ -163,14 +90,15 @@ def _expose(cmd: Any, config: ImageConfig) -> ImageConfig:
         raise _BadChange("EXPOSE needs at least one port")
     env = config.env_dict()
     ports = set(config.exposed_ports)
-    for spec in cmd.value:
-        ports.update(_ports(shell_word(spec, env)))
+    for word in cmd.value:
+        for spec in split_words(word, env):
+            ports.update(_ports(spec))
     return replace(config, exposed_ports=tuple(sorted(ports)))
 
 
 def _volume(cmd: Any, config: ImageConfig) -> ImageConfig:
     env = config.env_dict()
-    paths = [shell_word(v, env) for v in cmd.value]
+    paths = [expand(v, env) for v in cmd.value]
     if not paths or not all(paths):
         raise _BadChange("VOLUME needs a path")
     return replace(config, volumes=tuple(sorted({*config.volumes, *paths})))
@@ -191,16 +119,13 @@ def _stopsignal(cmd: Any, config: ImageConfig) -> ImageConfig:
 
 
 def _duration_ns(text: str) -> int:
-    pos, total = 0, 0.0
-    while pos < len(text):
-        match = _DURATION.match(text, pos)
-        if match is None:
-            raise _BadChange(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)")
-        total += float(match.group(1)) * _UNITS_NS[match.group(2)]
-        pos = match.end()
-    if not text or total < 1_000_000:
+    try:
+        total = parse_duration(text)
+    except ValueError:
+        raise _BadChange(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)") from None
+    if total < 1_000_000:
         raise _BadChange(f"duration {text!r} must be at least 1ms")
-    return int(total)
+    return total
 
 
 def _healthcheck(cmd: Any, config: ImageConfig) -> ImageConfig:
@@ -284,4 +209,6 @@ def apply_changes(config: ImageConfig, changes: Sequence[str]) -> ImageConfig:
                 config = handler(cmd, config)
             except _BadChange as exc:
                 raise DockerfileError(f"invalid --change {change!r}: {exc}") from None
+            except DockerfileError as exc:
+                raise DockerfileError(f"invalid --change {change!r}: {exc.reason}") from None
     return config

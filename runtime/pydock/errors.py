@@ -53,7 +53,57 @@ class LayerError(StoreError):
 
 
 class DockerfileError(PydockError):
-    """A Dockerfile or a --change instruction does not parse."""
+    """A Dockerfile or a --change instruction does not parse (or a variable does not expand).
+
+    ``DockerfileError("reason")`` is a bare message.  With ``path`` and ``line`` the message reads
+    ``"<path>:<line>: <instruction>: <reason>"`` and, given the ``source`` line and a ``span``
+    (start, end) within it, a caret line under the bad part, as pypa/packaging's
+    ``ParserSyntaxError`` draws it.  ``reason`` keeps the bare message for re-raising elsewhere.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        instruction: str | None = None,
+        source: str | None = None,
+        span: tuple[int, int] | None = None,
+    ) -> None:
+        self.reason = reason
+        self.path = path
+        self.line = line
+        self.instruction = instruction
+        self.source = source
+        self.span = span
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.path is None:
+            return self.reason
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        head = f"{where}: {self.instruction}: " if self.instruction else f"{where}: "
+        text = head + self.reason
+        if self.source is not None and self.span is not None and "\n" not in self.source:
+            start, end = self.span
+            text += f"\n    {self.source}\n    {' ' * start}{'~' * max(end - start - 1, 0)}^"
+        return text
+
+    def located(
+        self,
+        *,
+        path: str,
+        line: int,
+        instruction: str | None,
+        source: str | None = None,
+        span: tuple[int, int] | None = None,
+    ) -> DockerfileError:
+        """The same reason placed at ``path:line`` (keeps an existing location)."""
+        if self.path is not None:
+            return self
+        return DockerfileError(self.reason, path=path, line=line, instruction=instruction,
+                               source=source, span=span)
 
 
 class ContainerError(PydockError):

@@ -270,15 +270,28 @@ class NativeContainer:
         except InvalidState:
             pass
 
-    def remove(self, *, force: bool = False) -> None:
-        """Delete the container and its writable layer; ``force`` kills it first."""
+    def remove(self, *, force: bool = False, background: bool = False) -> None:
+        """Delete the container and its writable layer; ``force`` kills it first.
+
+        ``background``: for a running container of this backend's session monitor, let the
+        monitor kill and delete it while the caller goes on (a test's teardown then costs
+        nothing); the monitor finishes the job before the session ends.
+        """
         if not self.dir.path.exists():
             return
-        if self.status is Status.RUNNING:
+        state = self.state()
+        if state.get("status") == "running":
             if not force:
                 raise InvalidState(
                     f"cannot remove container {self.name}: it is running; stop it first "
                     "or use force (rm -f)")
+            client = self.backend._monitor
+            if background and client is not None and \
+                    state.get("monitor_pid") == client.process.pid:
+                self.backend.table.release_name(self.dir)  # reusable at once
+                reply = client.request({"op": "remove", "id": self.id})
+                if reply.get("ok"):
+                    return
             try:
                 self.kill("SIGKILL")
                 self.wait(30)

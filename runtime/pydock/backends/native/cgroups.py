@@ -162,6 +162,21 @@ class Cgroup:
             remove_dir(path)
         self.paths = []
 
+    def try_remove(self) -> bool:
+        """Remove what can be removed now, without waiting; True when all is gone."""
+        left = []
+        for path in reversed(self.paths):
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    continue
+                left.append(path)
+        self.paths = list(reversed(left))
+        return not left
+
     def to_json(self) -> dict[str, object]:
         return {"paths": self.paths, "memory_path": self.memory_path, "v2": self.v2,
                 "unified_path": self.unified_path}

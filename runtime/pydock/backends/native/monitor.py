@@ -63,6 +63,8 @@ class Monitor:
         self.zygote: Zygote | None = None    # a pre-cloned PID 1 (session mode only)
         self.start_time = proc_start_time(os.getpid())
         self.just_exited = False
+        self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
+        self.draining: list[Cgroup] = []  # cgroups of exited containers, not empty yet
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, msg: dict[str, object], fds: list[int]) -> None:
@@ -74,6 +76,8 @@ class Monitor:
                 reply = self.start(str(msg["id"]), fds, console)
             elif op == "exec":
                 reply = self.exec(msg, fds, console)
+            elif op == "remove":
+                reply = self.remove(str(msg["id"]))
             elif op == "ping":
                 reply = {"ok": True, "pid": os.getpid()}
             else:
@@ -123,6 +127,18 @@ class Monitor:
                          started_at=now(), finished_at=None, exit_code=None,
                          oom_killed=False, error="", cgroup=cgroup.to_json())
         return {"ok": True, "pid": pid}
+
+    def remove(self, cid: str) -> dict[str, object]:
+        """Kill a container this monitor runs and delete it once it is reaped."""
+        for pid, (cdir, _) in self.containers.items():
+            if cdir.id == cid:
+                self.doomed.add(cid)
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return {"ok": True}
+        return {"ok": False, "error": "not running under this monitor"}
 
     def exec(self, msg: dict[str, object], fds: list[int],
              console: Console | None) -> dict[str, object]:
@@ -175,16 +191,20 @@ class Monitor:
             # The cgroup stays in state.json until removed below, for the sweep.
             cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
                              finished_at=now(), pid=0)
-            if cdir.spec.auto_remove:
+            doomed = cdir.id in self.doomed
+            if cdir.spec.auto_remove or doomed:
+                self.doomed.discard(cdir.id)
                 self.table.delete(cdir)
         except PydockError:
-            pass  # removed meanwhile
-        self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
-                   "oom_killed": oom})
+            doomed = False  # removed meanwhile
+        if not doomed:  # nobody waits for a container removed in the background
+            self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
+                       "oom_killed": oom})
         self.just_exited = True
-        # PID 1 is gone, so the kernel killed the rest of its PID namespace; the cgroup
-        # empties as they die.  Off the critical path: after the client heard of the exit.
-        cgroup.remove()
+        # PID 1 is gone, so the kernel kills the rest of its PID namespace; the cgroup
+        # empties as they die.  Removed from the loop, never waiting for it here.
+        if not cgroup.try_remove():
+            self.draining.append(cgroup)
 
     def client_gone(self) -> None:
         if self.sock is not None:
@@ -214,10 +234,12 @@ class Monitor:
             # next one): the best moment to clone the next PID 1.  Otherwise wait for 2 ms
             # of quiet, so as not to delay the exit of a container that was just started.
             idle = 0.0 if self.just_exited else 0.002
+            timeout = idle if refill else (0.005 if self.draining else 5.0)
             try:
-                ready, _, _ = select.select(readers, [], [], idle if refill else 5.0)
+                ready, _, _ = select.select(readers, [], [], timeout)
             except InterruptedError:
                 ready = []
+            self.draining = [cg for cg in self.draining if not cg.try_remove()]
             self.just_exited = False
             if refill and not ready:
                 self.zygote = Zygote(new_net=True, cgroup_prefix=cgroup_prefix(self.table.root),
@@ -251,6 +273,11 @@ class Monitor:
                     self.handle(msg, fds)
 
 
+def drain(cgroups: list[Cgroup]) -> None:
+    for cg in cgroups:
+        cg.remove()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pydock-monitor")
     parser.add_argument("--fd", type=int, required=True)
@@ -262,7 +289,9 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     os.set_inheritable(args.fd, False)
-    Monitor(sock, Path(args.store), detach=args.detach).serve()
+    monitor = Monitor(sock, Path(args.store), detach=args.detach)
+    monitor.serve()
+    drain(monitor.draining)
     sys.exit(0)
 
 

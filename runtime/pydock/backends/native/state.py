@@ -185,6 +185,16 @@ class ContainerTable:
                 raise ContainerNotFound(f"{ref} (ambiguous: {len(matches)} containers match)")
         raise ContainerNotFound(ref)
 
+    def release_name(self, d: ContainerDir) -> None:
+        """Free the container's name now (its directory may go later)."""
+        name = d.config.get("name")
+        link = self.names / str(name)
+        try:
+            if name and os.readlink(link) == d.id:
+                os.unlink(link)
+        except OSError:
+            pass
+
     def delete(self, d: ContainerDir) -> None:
         """Remove a container's directory and its name (the caller checked its state)."""
         name = d.config.get("name")

@@ -1,0 +1,134 @@
+"""Benchmark: per-test overhead of a fresh container per test, through the pytest plugin.
+
+    sudo python bench/plugin_overhead.py [--tests 100] [--rounds 3]
+
+Runs three pytest sessions, each ``--rounds`` times, and prints wall-clock figures:
+- empty: N tests that do nothing (the baseline);
+- native: N tests, each getting a fresh busybox container from the ``container`` fixture
+  (created, started, ready, used for one exec... no: nothing, then removed);
+- docker (when a daemon answers): N tests, each with a fresh container of the same rootfs
+  from ``docker run -d`` / ``docker rm -f`` through the docker SDK, in the same run.
+Per-test overhead = (suite time - empty suite time) / N.  Target (issue 4): native <= 10 ms
+per test, >= 20x faster than the docker suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import make_busybox_tar  # noqa: E402
+
+from pydock import ImageConfig, Store  # noqa: E402
+
+EMPTY = """
+import pytest
+
+@pytest.mark.parametrize("n", range({n}))
+def test_empty(n):
+    pass
+"""
+
+NATIVE = """
+import pytest
+
+@pytest.mark.parametrize("n", range({n}))
+@pytest.mark.pydock(image="bench-busybox", command=["sleep", "300"])
+def test_native(container, n):
+    pass
+"""
+
+DOCKER = """
+import docker, pytest
+
+@pytest.fixture(scope="session")
+def client():
+    return docker.from_env()
+
+@pytest.fixture
+def container(client):
+    c = client.containers.run("pydock-bench-busybox", ["sleep", "300"], detach=True,
+                              network_mode="none")
+    yield c
+    c.remove(force=True)
+
+@pytest.mark.parametrize("n", range({n}))
+def test_docker(container, n):
+    pass
+"""
+
+
+def suite_seconds(directory: Path, source: str, n: int, *args: str) -> float:
+    test = directory / "test_bench.py"
+    test.write_text(textwrap.dedent(source.format(n=n)))
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        str(test), *args], capture_output=True, text=True, cwd=directory)
+    elapsed = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"benchmark suite failed:\n{r.stdout}\n{r.stderr}")
+    return elapsed
+
+
+def docker_available() -> bool:
+    try:
+        import docker
+        docker.from_env().ping()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: no daemon to compare with
+        return False
+
+
+def report(label: str, per_test_ms: list[float]) -> float:
+    med = statistics.median(per_test_ms)
+    print(f"{label:<40} median {med:8.2f} ms/test   min {min(per_test_ms):8.2f}   "
+          f"max {max(per_test_ms):8.2f}   n {len(per_test_ms)} suites")
+    return med
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tests", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    n = args.tests
+    with tempfile.TemporaryDirectory(prefix="pydock-bench-") as tmp:
+        work = Path(tmp)
+        tar = make_busybox_tar(work / "busybox.tar")
+        store = Store(work / "store")
+        with open(tar, "rb") as f:
+            store.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="bench-busybox")
+        store_arg = f"--pydock-store={store.root}"
+        empty = [suite_seconds(work, EMPTY, n, store_arg) for _ in range(args.rounds)]
+        native = [suite_seconds(work, NATIVE, n, store_arg) for _ in range(args.rounds)]
+        base = statistics.median(empty)
+        print(f"{n} tests per suite; empty suite median {base:.2f} s")
+        native_ms = report("native: fresh container per test",
+                           [(s - base) / n * 1000 for s in native])
+        if not docker_available():
+            print("docker: no daemon reachable (start dockerd for the comparison); skipped")
+            return
+        subprocess.run(["docker", "import", str(tar), "pydock-bench-busybox"], check=True,
+                       capture_output=True)
+        try:
+            dock = [suite_seconds(work, DOCKER, n) for _ in range(args.rounds)]
+        finally:
+            subprocess.run(["docker", "rmi", "pydock-bench-busybox"], capture_output=True,
+                           check=False)
+        docker_ms = report("docker: fresh container per test",
+                           [(s - base) / n * 1000 for s in dock])
+        print(f"ratio: docker/native = {docker_ms / native_ms:.1f}x")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
