@@ -297,3 +297,24 @@ def test_containers_on_disk_mode(store_dir, busybox_image, monkeypatch) -> None:
         c.remove()
     finally:
         b.close()
+
+
+def test_a_root_container_cannot_open_host_devices_it_creates(backend) -> None:
+    # Docker keeps CAP_MKNOD; its device cgroup refuses the open.  Here every mount is nodev.
+    _, out, err = run(backend, "sh", "-c",
+                      "mknod /dev/k c 10 232 && echo made; mknod /tmp/k c 1 1 && echo made2; "
+                      "(exec 3</dev/k) && echo OPENED; (exec 4</tmp/k) && echo OPENED2; "
+                      "head -c 3 /dev/zero | wc -c")
+    assert "made" in out and "OPENED" not in out
+    assert out.strip().endswith("3")  # the allowed devices still work
+    assert "Permission denied" in err or "not permitted" in err
+
+
+def test_init_runs_with_the_workloads_identity_and_hides_host_paths(backend, store_dir) -> None:
+    _, out, _ = run(backend, "sh", "-c", "grep -E 'CapEff|NoNewPrivs|^Uid' /proc/1/status; "
+                    "tr '\\0' ' ' < /proc/1/cmdline", init=True, user="app")
+    fields = dict(line.split(":", 1) for line in out.strip().split("\n")[:3])
+    assert fields["CapEff"].strip() == "0000000000000000"
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert fields["Uid"].split()[0] == "1000"
+    assert str(store_dir) not in out and "python" not in out

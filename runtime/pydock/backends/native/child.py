@@ -150,12 +150,18 @@ def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
                 sc.mount(b"tmpfs", stage + path.encode(), b"tmpfs", sc.MS_RDONLY)
 
     def dev() -> None:
+        # Every mount of the container is nodev; the few devices it may use are bind mounts
+        # of the host's nodes.  So a root process that mknods a device (CAP_MKNOD is in
+        # Docker's default set) cannot open it: the part of Docker's device cgroup that
+        # matters, on v1 and v2 hosts alike, with no cgroup migration.
         d = stage + b"/dev"
-        sc.mount(b"tmpfs", d, b"tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME,
+        sc.mount(b"tmpfs", d, b"tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_STRICTATIME,
                  b"mode=755,size=65536k")
         os.umask(0)
-        for name, major, minor in DEVICES:
-            os.mknod(d + b"/" + name.encode(), 0o20666, os.makedev(major, minor))
+        for name, _major, _minor in DEVICES:
+            node = d + b"/" + name.encode()
+            os.close(os.open(node, os.O_CREAT | os.O_WRONLY, 0o666))
+            sc.mount(b"/dev/" + name.encode(), node, None, sc.MS_BIND)
         os.mkdir(d + b"/pts", 0o755)
         sc.mount(b"devpts", d + b"/pts", b"devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
                  b"newinstance,ptmxmode=0666,mode=0620,gid=5")
@@ -263,7 +269,7 @@ def _container_main(plan: Plan) -> None:
     def overlay() -> None:
         os.chdir(plan.layers_dir)
         try:
-            sc.mount(b"overlay", root, b"overlay", 0, plan.overlay_options)
+            sc.mount(b"overlay", root, b"overlay", sc.MS_NODEV, plan.overlay_options)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise StepError(
@@ -284,9 +290,10 @@ def _container_main(plan: Plan) -> None:
             path = _mkdirs_in_root(root, target, src if kind == "bind" else None)
             if kind == "bind":
                 sc.mount(src, path, None, sc.MS_BIND)
-                if flags & sc.MS_RDONLY:
-                    sc.mount(None, path, None,
-                             sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | sc.MS_REC)
+                # nodev (see dev()), keeping the flags the source mount has: a remount of
+                # a bind mount sets all of them.
+                sc.mount(None, path, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_NODEV |
+                         _mount_flags(path) | (flags & sc.MS_RDONLY))
             else:
                 sc.mount(b"tmpfs", path, b"tmpfs", flags, data)
 
@@ -320,6 +327,20 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _mount_flags(path: bytes) -> int:
+    """The nosuid/noexec/rdonly/... flags of the mount holding ``path`` (statvfs)."""
+    f = os.statvfs(path).f_flag
+    out = 0
+    for st, ms in ((os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID),
+                   (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+                   (getattr(os, "ST_NOATIME", 1024), 1024),
+                   (getattr(os, "ST_NODIRATIME", 2048), 2048),
+                   (getattr(os, "ST_RELATIME", 4096), 1 << 21)):
+        if f & st:
+            out |= ms
+    return out
 
 
 def _mkdirs_in_root(root: bytes, target: bytes, bind_src: bytes | None) -> bytes:
@@ -363,14 +384,42 @@ INHERITED_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTE
 
 
 def run_init(plan: Plan) -> None:
-    """Fork the workload, forward signals to it, reap orphans, exit with its status."""
+    """Fork the workload, forward signals to it, reap orphans, exit with its status.
+
+    The init takes on the workload's user, capabilities and no_new_privs, as Docker's
+    tini does, and hides the monitor's command line (the container can read it).
+    """
     pid = os.fork()
     if pid == 0:
         return  # the caller execs the workload in this child
+    try:
+        _become(plan.workload, terminal=False)
+    except BaseException as exc:  # noqa: BLE001 - the init must not outlive a failed setup
+        report(plan.errfd, "init: set user and capabilities", exc)
+        os.kill(pid, signal.SIGKILL)
+        os._exit(125)
     _close(plan.errfd)
-    os.umask(0o022)
     sc.set_process_name(b"pydock-init")
+    _scrub_cmdline(b"pydock-init")
     _init_loop(pid)
+
+
+def _scrub_cmdline(title: bytes) -> None:
+    """Overwrite this process's argv memory (what /proc/PID/cmdline shows) in place."""
+    import ctypes
+    argc = ctypes.c_int()
+    argv = ctypes.POINTER(ctypes.c_wchar_p)()
+    ctypes.pythonapi.Py_GetArgcArgv(ctypes.byref(argc), ctypes.byref(argv))
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+    except (OSError, IndexError, ValueError):
+        return
+    size = end - start
+    if size <= len(title):
+        return
+    ctypes.memmove(start, title + b"\0" * (size - len(title)), size)
 
 
 def _init_loop(pid: int) -> None:
@@ -400,8 +449,8 @@ def _init_loop(pid: int) -> None:
 
 # -- the workload: user, capabilities, exec ------------------------------------------------
 
-def exec_workload(w: Workload, errfd: int) -> None:
-    """Become the container's process (after pivot_root); never returns."""
+def _become(w: Workload, *, terminal: bool) -> list[str]:
+    """Take the workload's user, groups, capabilities and no_new_privs; returns its env."""
     env = list(w.env)
     holder: dict[str, object] = {}
 
@@ -423,7 +472,7 @@ def exec_workload(w: Workload, errfd: int) -> None:
             os.makedirs(w.cwd, 0o755, exist_ok=True)
             os.chdir(w.cwd)
 
-    def terminal() -> None:
+    def set_terminal() -> None:
         os.setsid()
         if w.tty:
             if w.console_fd >= 0:
@@ -446,12 +495,31 @@ def exec_workload(w: Workload, errfd: int) -> None:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
         os.umask(0o022)
 
-    run_steps([
-        ("resolve user", user),
-        ("change to working directory", cwd),
-        ("set up terminal", terminal),
-        ("set user and capabilities", identity),
-    ], errfd)
+    def step(name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except StepError:
+            raise
+        except OSError as exc:
+            raise StepError(f"{name}: {exc.strerror or exc}", 125, exc.errno or 0) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. an absurd uid: OverflowError
+            raise StepError(f"{name}: {exc}", 125) from None
+
+    step("resolve user", user)
+    step("change to working directory", cwd)
+    if terminal:
+        step("set up terminal", set_terminal)
+    step("set user and capabilities", identity)
+    return env
+
+
+def exec_workload(w: Workload, errfd: int) -> None:
+    """Become the container's process (after pivot_root); never returns."""
+    try:
+        env = _become(w, terminal=True)
+    except StepError as exc:
+        report(errfd, "exec" if exc.exit_code in (126, 127) else "set up the process", exc)
+        os._exit(exc.exit_code)
     # Handlers are reset by exec; ignored signals are not (Python ignores SIGPIPE and SIGXFSZ,
     # the monitor SIGINT and SIGTERM): give the workload default dispositions.
     for s in INHERITED_IGNORES:
@@ -462,6 +530,9 @@ def exec_workload(w: Workload, errfd: int) -> None:
     except StepError as exc:
         report(errfd, "exec", exc)
         os._exit(exc.exit_code)
+    except BaseException as exc:  # noqa: BLE001 - reported, never a silent 125
+        report(errfd, "exec", StepError(f'exec: "{w.argv[0]}": {exc}', 126))
+        os._exit(126)
     os._exit(127)
 
 
@@ -493,7 +564,7 @@ def _execvpe(argv: list[str], env: list[str]) -> None:
         candidates = [os.path.join(d or ".", prog) for d in
                       envd.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                                        "/sbin:/bin").split(":")]
-    env_bytes = {k.encode(): v.encode() for k, v in envd.items()}
+    env_bytes = {os.fsencode(k): os.fsencode(v) for k, v in envd.items()}
     last: OSError | None = None
     for path in candidates:
         try:

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import socket
+import time
 from pathlib import Path
 
 from ...errors import ExecError, StartError
@@ -158,10 +159,23 @@ def _mount_entries(cdir: ContainerDir) -> list[tuple[str, bytes, bytes, int, byt
     return out
 
 
-def read_error(fd: int) -> dict[str, object] | None:
-    """Read the child's error report; None when the pipe closed empty (exec succeeded)."""
+SETUP_TIMEOUT = 30.0
+
+
+def read_error(fd: int, timeout: float = SETUP_TIMEOUT) -> dict[str, object] | None:
+    """Read the child's error report; None when the pipe closed empty (exec succeeded).
+
+    A child stuck in its setup (say, /etc/passwd made a FIFO by the image) is reported
+    after ``timeout`` seconds instead of blocking the monitor for ever.
+    """
+    import select
     chunks = []
+    deadline = time.monotonic() + timeout
     while True:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            os.close(fd)
+            return {"step": "setup", "message": f"no exec after {timeout:g} s (stuck in "
+                    "a setup step?)", "exit_code": 125}
         try:
             data = os.read(fd, 65536)
         except InterruptedError:
@@ -354,7 +368,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
         opened = []
         report = read_error(rfd)
         if report is not None:
-            os.waitpid(pid, 0)
+            _kill_and_reap(pid)
             cgroup.remove()
             name = cdir.config.get("name", cdir.id[:12])
             raise StartError(f"container {name}: {describe(report)}",
@@ -367,6 +381,14 @@ def start_container(cdir: ContainerDir, store_root: Path,
             zygote.discard()
         cgroup.remove()
         raise
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
 
 
 def ns_fds(pid: int) -> list[int]:
@@ -413,7 +435,7 @@ def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
         os.close(fd)
     report = read_error(rfd)
     if report is not None:
-        os.waitpid(pid, 0)
+        _kill_and_reap(pid)
         raise ExecError(describe(report), exit_code=int(report.get("exit_code") or 126))  # type: ignore
     return pid
 

@@ -43,7 +43,10 @@ def proc_start_time(pid: int) -> int | None:
             data = f.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):  # dead, not yet reaped: gone for our purposes
+        return None
+    return int(fields[19])
 
 
 def exit_code(status: int) -> int:
