@@ -90,14 +90,22 @@ def test_inspect_container_fields(busybox_image) -> None:
 
 
 def test_oom_is_reported(busybox_image) -> None:
-    r = pydock_cli("run", "--rm", "-m", "16m", "busybox", "sh", "-c",
-                   "head -c 100000000 /dev/zero | tr '\\0' a > /dev/shm/f; x=$(cat /dev/shm/f)")
+    # tail keeps /dev/zero's endless "last line" in memory: PID 1 itself is the hog
+    r = pydock_cli("run", "--rm", "-m", "16m", "busybox", "sh", "-c", "exec tail /dev/zero")
     assert r.returncode == 137
     assert b"out of memory" in r.stderr
 
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--rm", "nosuchimage", "true"], b"image not found: nosuchimage"),
+    (["run", "--rm", "--cpus", "0.001", "busybox", "true"], b"range of CPUs"),
+    (["run", "--rm", "-u", "4294967296", "busybox", "true"], b"ids go up to"),
+    (["run", "--rm", "--name", "x" * 300, "busybox", "true"], b"at most 200"),
+    (["run", "--rm", "-v", "/tmp:/proc", "busybox", "true"], b"/proc is the container's own"),
+    (["run", "--rm", "-v", "/tmp:/m", "-v", "/tmp:/m", "busybox", "true"],
+     b"duplicate mount point: /m"),
+    (["run", "--rm", "--tmpfs", "/t:uid=abc", "busybox", "true"], b"a number is needed"),
+    (["run", "--rm", "-v", "/tmp:/m:bogus", "busybox", "true"], b"invalid volume option"),
     (["run", "--rm", "busybox", "nosuch"], b'exec: "nosuch": executable file not found'),
     (["run", "--rm", "-m", "lots", "busybox", "true"], b"invalid memory 'lots'"),
     (["run", "--rm", "-w", "rel", "busybox", "true"], b"needs to be an absolute path"),
@@ -109,6 +117,8 @@ def test_oom_is_reported(busybox_image) -> None:
 def test_bad_input_is_one_clear_line(busybox_image, args, message) -> None:
     r = pydock_cli(*args)
     assert r.returncode != 0
+    if args[0] == "run" and b"executable file not found" not in message:
+        assert r.returncode == 125  # docker run's status for "could not run it at all"
     assert message in r.stderr
     assert b"Traceback" not in r.stderr
     assert len(r.stderr.strip().split(b"\n")) == 1
@@ -228,3 +238,49 @@ def test_logs_follow_streams_until_the_container_exits(busybox_image) -> None:
     # "second" comes 0.5 s after "first": -f followed the container until it exited
     assert r.stdout == b"first\nsecond\n" and r.stderr == b"oops\n"
     pydock_cli("rm", cid)
+
+
+def test_docker_compatible_odds_and_ends(busybox_image, tmp_path) -> None:
+    # no-limit spellings and extra volume options are accepted
+    r = pydock_cli("run", "--rm", "-m", "0", "--cpus", "0", "--pids-limit", "-1",
+                   "-v", f"{tmp_path}:/m:ro,z", "busybox", "sh", "-c",
+                   "touch /m/x 2>&1; mount | grep ' /t '", "--tmpfs", "/t")
+    # (--tmpfs after the command is part of the command: docker's argument order)
+    assert r.returncode == 1 and b"Read-only" in r.stdout
+    r = pydock_cli("run", "--rm", "--tmpfs", "/t", "busybox", "sh", "-c", "mount | grep ' /t '")
+    assert b"noexec" in r.stdout and b"nosuid" in r.stdout and b"nodev" in r.stdout
+    r = pydock_cli("run", "--rm", "--network", "host", "busybox", "hostname")
+    assert r.stdout.decode().strip() == os.uname().nodename
+    cid = pydock_cli("run", "-d", "busybox", "sleep", "100").stdout.decode().strip()
+    r = pydock_cli("kill", "-s", "999", cid)
+    assert r.returncode != 0 and b"invalid signal" in r.stderr and b"Traceback" not in r.stderr
+    assert pydock_cli("stop", "-t", "-1", cid).returncode == 0  # -1: wait as long as it takes
+    pydock_cli("rm", cid)
+
+
+def test_wait_on_an_auto_removed_container_reports_its_status(busybox_image) -> None:
+    cid = pydock_cli("run", "-d", "--rm", "busybox", "sh", "-c",
+                     "sleep 0.3; exit 3").stdout.decode().strip()
+    assert pydock_cli("wait", cid).stdout == b"3\n"
+    assert pydock_cli("ps", "-aq").stdout == b""
+
+
+def test_start_attach_shows_only_the_new_run(busybox_image) -> None:
+    pydock_cli("run", "--name", "again", "busybox", "echo", "a run")
+    assert pydock_cli("start", "-a", "again").stdout == b"a run\n"
+    pydock_cli("rm", "again")
+
+
+def test_sigkill_of_run_rm_still_removes_the_container(store_dir, busybox_image) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "pydock", "run", "--rm", "busybox",
+                             "sleep", "100"])
+    deadline = time.monotonic() + 10
+    while not list(store_dir.glob("containers/*/state.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while list(store_dir.glob("containers/*/config.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not list(store_dir.glob("containers/*/config.json"))

@@ -82,11 +82,18 @@ def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> Container
     """Combine an image's config with run options; raise UsageError on invalid values."""
     argv, cmd, entrypoint = resolve_argv(image, opts)
     hostname = opts.hostname or container_id[:12]
+    if opts.network == "host" and not opts.hostname:
+        hostname = os.uname().nodename  # docker: the host's name on the host network
     env = merge_env(
         (f"PATH={DEFAULT_PATH}", f"HOSTNAME={hostname}", *(("TERM=xterm",) if opts.tty else ())),
         merge_env(image.config.env, opts.env),
     )
     stop = opts.stop_signal or image.config.stop_signal or "SIGTERM"
+    # Docker's "no limit" spellings: -m 0, --cpus 0, --pids-limit 0 or -1.
+    memory = opts.memory or None
+    cpus = opts.cpus or None
+    pids = opts.pids_limit if opts.pids_limit and opts.pids_limit > 0 else None
+
     spec = ContainerSpec(
         image_id=image.id,
         image_name=image.tags[0] if image.tags else image.id,
@@ -103,9 +110,9 @@ def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> Container
         tty=opts.tty,
         stdin_open=opts.stdin_open,
         auto_remove=opts.auto_remove,
-        memory=opts.memory,
-        pids_limit=opts.pids_limit,
-        cpus=opts.cpus,
+        memory=memory,
+        pids_limit=pids,
+        cpus=cpus,
         stop_signal=stop,
         stop_timeout=10.0 if opts.stop_timeout is None else opts.stop_timeout,
         cmd=cmd,
@@ -119,7 +126,8 @@ def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> Container
 
 def _check_command(spec: ContainerSpec) -> str | None:
     if not spec.argv:
-        return f"no command specified: image {spec.image_name} has no CMD or ENTRYPOINT"
+        return (f"no command specified: give one after the image name (image "
+                f"{spec.image_name} has no CMD or ENTRYPOINT, or --entrypoint cleared them)")
     return None
 
 
@@ -134,6 +142,15 @@ def _check_name(spec: ContainerSpec) -> str | None:
     if spec.name and not _NAME_RE.match(spec.name):
         return (f"invalid container name {spec.name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                 "are allowed")
+    if len(spec.name) > 200:
+        return f"invalid container name: {len(spec.name)} characters, at most 200"
+    return None
+
+
+def _check_user(spec: ContainerSpec) -> str | None:
+    for part in spec.user.split(":"):
+        if part.isdigit() and int(part) > 2**32 - 2:
+            return f"invalid user {spec.user!r}: ids go up to {2**32 - 2}"
     return None
 
 
@@ -143,10 +160,20 @@ def _check_network(spec: ContainerSpec) -> str | None:
     return None
 
 
+RESERVED_TARGETS = ("/proc", "/sys", "/dev")
+
+
 def _check_mounts(spec: ContainerSpec) -> str | None:
+    seen = set()
     for m in spec.mounts:
         if not m.target.startswith("/") or m.target == "/":
             return f"invalid mount target {m.target!r}: must be an absolute path other than /"
+        target = os.path.normpath(m.target)
+        if target in RESERVED_TARGETS:
+            return f"invalid mount target {m.target!r}: {target} is the container's own"
+        if target in seen:
+            return f"duplicate mount point: {target}"
+        seen.add(target)
         if m.kind == "bind":
             if not os.path.isabs(m.source):
                 return f"invalid bind mount source {m.source!r}: must be an absolute host path"
@@ -158,9 +185,9 @@ def _check_mounts(spec: ContainerSpec) -> str | None:
 def _check_limits(spec: ContainerSpec) -> str | None:
     if spec.memory is not None and spec.memory < 6 * 1024 * 1024:
         return "minimum memory limit allowed is 6MB"
-    if spec.pids_limit is not None and spec.pids_limit < 1:
-        return f"invalid pids limit {spec.pids_limit}: must be at least 1"
-    if spec.cpus is not None and not 0 < spec.cpus <= (os.cpu_count() or 1):
+    if spec.memory is not None and spec.memory > 2**62:
+        return f"memory limit {spec.memory} is too large"
+    if spec.cpus is not None and not 0.01 <= spec.cpus <= (os.cpu_count() or 1):
         return (f"range of CPUs is from 0.01 to {os.cpu_count()}.00, "
                 f"as there are only {os.cpu_count()} CPUs available")
     return None
@@ -175,7 +202,7 @@ def _check_stop_signal(spec: ContainerSpec) -> str | None:
 
 
 CHECKS: tuple[Callable[[ContainerSpec], str | None], ...] = (
-    _check_command, _check_workdir, _check_name, _check_network, _check_mounts,
+    _check_command, _check_workdir, _check_name, _check_user, _check_network, _check_mounts,
     _check_limits, _check_stop_signal,
 )
 
@@ -204,9 +231,11 @@ def parse_size(text: str, *, what: str = "size") -> int:
 def parse_signal(text: str | int) -> int:
     """``SIGTERM``, ``TERM``, ``15`` -> 15."""
     if isinstance(text, int):
-        return text
+        return parse_signal(str(text))
     t = text.strip().upper()
     if t.isdigit():
+        if not 1 <= int(t) <= signal.SIGRTMAX:
+            raise UsageError(f"invalid signal: {text!r} (1 to {int(signal.SIGRTMAX)})")
         return int(t)
     name = t if t.startswith("SIG") else f"SIG{t}"
     try:
@@ -221,9 +250,13 @@ def parse_volume(text: str) -> Mount:
     if len(parts) not in (2, 3):
         raise UsageError(f"invalid volume spec {text!r}: use /host/path:/container/path[:ro]")
     source, target = parts[0], parts[1]
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise UsageError(f"invalid volume mode {mode!r} in {text!r}: use ro or rw")
+    options = parts[2].split(",") if len(parts) == 3 else []
+    known = {"ro", "rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave",
+             "rslave", "nocopy", "consistent", "cached", "delegated"}
+    bad = [o for o in options if o not in known]
+    if bad:
+        raise UsageError(f"invalid volume option {bad[0]!r} in {text!r}: use ro or rw")
+    mode = "ro" if "ro" in options else "rw"
     if not os.path.isabs(source):
         raise UsageError(f"invalid volume spec {text!r}: the source must be an absolute host "
                          "path (named volumes are not supported by the native engine yet)")
@@ -232,7 +265,7 @@ def parse_volume(text: str) -> Mount:
 
 
 def parse_tmpfs(text: str) -> Mount:
-    """``/run[:size=64m,mode=1777]`` -> a tmpfs Mount."""
+    """``/run[:size=64m,mode=1777]`` -> a tmpfs Mount (noexec,nosuid,nodev unless said)."""
     target, _, options = text.partition(":")
     for opt in filter(None, options.split(",")):
         key, _, value = opt.partition("=")
@@ -240,6 +273,8 @@ def parse_tmpfs(text: str) -> Mount:
             parse_size(value, what="tmpfs size")
         elif key == "mode" and not re.fullmatch(r"[0-7]{3,4}", value):
             raise UsageError(f"invalid tmpfs mode {value!r} in {text!r}")
+        elif key in ("uid", "gid", "nr_inodes") and not value.isdigit():
+            raise UsageError(f"invalid tmpfs option {opt!r} in {text!r}: a number is needed")
         elif key not in ("size", "mode", "ro", "rw", "noexec", "exec", "nosuid", "suid",
                          "nodev", "dev", "uid", "gid", "nr_inodes"):
             raise UsageError(f"unknown tmpfs option {key!r} in {text!r}")

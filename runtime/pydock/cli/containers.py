@@ -106,18 +106,38 @@ def run_options(args: argparse.Namespace, *, detach: bool, auto_remove: bool) ->
 # -- create / start / run -------------------------------------------------------------------
 
 def cmd_create(args: argparse.Namespace) -> int:
-    c = backend(args).create(args.image, run_options(args, detach=False, auto_remove=False))
+    try:
+        c = backend(args).create(args.image, run_options(args, detach=False,
+                                                         auto_remove=False))
+    except PydockError as exc:
+        exc.exit_code = ENGINE_ERROR
+        raise
     print(c.id)
     return 0
 
 
+ENGINE_ERROR = 125  # docker run's status when the container could not be run at all
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: the container's exit status; 125 when pydock itself failed (like docker),
+    126/127 when the command could not be executed."""
+    try:
+        return _run(args)
+    except StartError as exc:
+        if exc.exit_code in (126, 127):
+            raise
+        exc.exit_code = ENGINE_ERROR
+        raise
+    except PydockError as exc:
+        exc.exit_code = ENGINE_ERROR
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     b = backend(args)
-    if args.detach and args.rm and args.tty:
-        pass
-    # A foreground --rm container is removed here after its exit code is read.
-    c = b.create(args.image, run_options(args, detach=args.detach,
-                                         auto_remove=args.rm and args.detach))
+    # --rm: the monitor deletes it when it exits, even if this process was killed.
+    c = b.create(args.image, run_options(args, detach=args.detach, auto_remove=args.rm))
     if args.detach:
         try:
             c.start(detach=True)
@@ -128,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(c.id)
         return 0
     try:
-        return attach_run(b, c, interactive=args.interactive, tty=args.tty)
+        return attach_run(b, c, interactive=args.interactive, tty=args.tty, direct=args.rm)
     finally:
         if args.rm:
             try:
@@ -138,16 +158,32 @@ def cmd_run(args: argparse.Namespace) -> int:
         b.close()
 
 
-def attach_run(b: NativeBackend, c: NativeContainer, *, interactive: bool, tty: bool) -> int:
-    """Start ``c`` under this process's monitor and stream its output until it exits."""
+def _running(c: NativeContainer) -> bool:
+    try:
+        return c.status is Status.RUNNING
+    except ContainerNotFound:  # --rm: already gone
+        return False
+
+
+def attach_run(b: NativeBackend, c: NativeContainer, *, interactive: bool, tty: bool,
+               from_end: bool = False, direct: bool = False) -> int:
+    """Start ``c`` under this process's monitor and stream its output until it exits;
+    ``from_end``: skip what earlier runs logged (``start -a``); ``direct``: the container
+    writes straight to our stdout/stderr (``--rm``: its logs go with it anyway)."""
     if tty:
         master = c.start(winsize=terminal.winsize())
         assert master is not None
         with terminal.Terminal(master) as term:
-            term.copy(log=c.dir.stdout_log, done=lambda: c.status is not Status.RUNNING)
+            term.copy(log=None if direct else c.dir.stdout_log, done=lambda: not _running(c),
+                      stdin=interactive)
         return c.wait().exit_code
-    out = os.open(c.dir.stdout_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    err = os.open(c.dir.stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    skip = terminal.LogFollower(c.dir.stdout_log, c.dir.stderr_log, tail=0).offsets \
+        if from_end else [0, 0]
+    if direct:
+        out, err = os.dup(1), os.dup(2)
+    else:
+        out = os.open(c.dir.stdout_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        err = os.open(c.dir.stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
     stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY)
     try:
         c.start(stdio=[stdin, out, err])
@@ -157,6 +193,9 @@ def attach_run(b: NativeBackend, c: NativeContainer, *, interactive: bool, tty: 
         if stdin != 0:
             os.close(stdin)
     follower = terminal.LogFollower(c.dir.stdout_log, c.dir.stderr_log)
+    follower.offsets = skip
+    if direct:
+        follower.files = []
     interrupts = 0
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -193,7 +232,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         try:
             c = b.container(ref)
             if args.attach:
-                status = attach_run(b, c, interactive=args.interactive, tty=c.spec.tty)
+                status = attach_run(b, c, interactive=args.interactive, tty=c.spec.tty,
+                                    from_end=True)
                 b.close()
                 return status
             if c.status is not Status.RUNNING:
@@ -218,7 +258,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
                                            winsize=terminal.winsize())
             assert master is not None
             with terminal.Terminal(master) as term:
-                term.copy(log=None, done=lambda: False)
+                term.copy(log=None, done=lambda: False, stdin=args.interactive)
             return c.exec_wait(exec_id)
         stdin = 0 if args.interactive else os.open(os.devnull, os.O_RDONLY)
         exec_id, _ = c.exec_start(args.command, stdio=[stdin, 1, 2], env=env, user=args.user,
@@ -254,7 +294,8 @@ def _each(args: argparse.Namespace, action: Any, b: NativeBackend | None = None)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: (c.stop(args.time), print(ref)))
+    timeout = None if args.time is None else (1e9 if args.time < 0 else args.time)  # -1: ever
+    return _each(args, lambda c, ref: (c.stop(timeout), print(ref)))
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -262,7 +303,27 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: print(c.wait().exit_code))
+    b = backend(args)
+    status = 0
+    for ref in args.containers:
+        try:
+            c = b.container(ref)
+        except ContainerNotFound:
+            record = b.table.exit_record(ref)  # a --rm container gone meanwhile (by id)
+            if record is None:
+                print(f"pydock: error: no such container: {ref}", file=sys.stderr)
+                status = 1
+            else:
+                print(record.get("exit_code"))
+            continue
+        try:
+            while c.status is Status.CREATED and c.dir.read_state().get("exit_code") is None:
+                time.sleep(0.1)  # docker waits for a created container to run and exit
+            print(c.wait().exit_code)
+        except PydockError as exc:
+            print(f"pydock: error: {exc}", file=sys.stderr)
+            status = 1
+    return status
 
 
 def cmd_rm(args: argparse.Namespace) -> int:

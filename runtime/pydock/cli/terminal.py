@@ -46,10 +46,11 @@ class Terminal:
         signal.signal(signal.SIGWINCH, signal.SIG_DFL)
         os.close(self.master)
 
-    def copy(self, *, log: Path | None, done: Callable[[], bool]) -> None:
-        """Copy stdin -> pty and pty -> stdout (and ``log``) until the pty closes."""
+    def copy(self, *, log: Path | None, done: Callable[[], bool], stdin: bool = True) -> None:
+        """Copy pty -> stdout (and ``log``), and stdin -> pty when ``stdin`` (docker's -i),
+        until the pty closes."""
         logf = open(log, "ab") if log else None
-        readers = [self.master, 0]
+        readers = [self.master, 0] if stdin else [self.master]
         try:
             while True:
                 try:

@@ -12,7 +12,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import ContainerError, EngineUnavailable, ExecError, InvalidState, PydockError
+from ...errors import (
+    ContainerError,
+    ContainerNotFound,
+    EngineUnavailable,
+    ExecError,
+    InvalidState,
+    PydockError,
+)
 from ...models import ExecResult, ExitStatus, Image
 from ...spec import RunOptions, make_spec, parse_signal
 from ...store import Store
@@ -215,7 +222,10 @@ class NativeContainer:
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
         """Block until the container exits; its exit code (128+N for signal N) and OOM kill."""
-        state = self.state()
+        try:
+            state = self.state()
+        except ContainerNotFound:
+            return self._exit_of_removed()
         if state.get("status") == "running":
             client = self._client or self.backend._monitor
             if client is not None and state.get("monitor_pid") == client.process.pid:
@@ -232,13 +242,23 @@ class NativeContainer:
             raise InvalidState(f"container {self.name} has not been started")
         return ExitStatus(int(state.get("exit_code") or 0), bool(state.get("oom_killed")))
 
+    def _exit_of_removed(self) -> ExitStatus:
+        """The exit status of a container already auto-removed (--rm)."""
+        client = self._client or self.backend._monitor
+        ev = client.wait_event({"event": "exited", "id": self.id}, 0) if client else None
+        doc: dict[str, Any] | None = ev or self.backend.table.exit_record(self.id)
+        if doc is None:
+            raise ContainerNotFound(self.name)
+        return ExitStatus(int(doc.get("exit_code") or 0), bool(doc.get("oom_killed")))
+
     def _wait_recorded(self, timeout: float | None) -> dict[str, Any]:
         deadline = time.monotonic() + (timeout if timeout is not None else 30)
         while True:
             try:
                 state = self.state()
-            except ContainerError:  # removed with --rm
-                return {"status": "exited", "exit_code": 0}
+            except ContainerError:  # removed with --rm: its monitor left the exit status
+                return self.backend.table.exit_record(self.id) or {"status": "exited",
+                                                                    "exit_code": 0}
             if state.get("status") != "running" or time.monotonic() > deadline:
                 return state
             time.sleep(0.002)

@@ -142,15 +142,19 @@ def _mount_entries(cdir: ContainerDir) -> list[tuple[str, bytes, bytes, int, byt
             out.append(("bind", m.source.encode(), m.target.encode(),
                         sc.MS_RDONLY if m.readonly else 0, None))
         else:
+            # Docker's defaults: noexec,nosuid,nodev; "exec" and "suid" lift theirs, "dev"
+            # does not (every mount of a container is nodev, see child.prepare).
             opts = [o for o in m.options.split(",") if o]
-            flags = sc.MS_NOSUID | sc.MS_NODEV
+            flags = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
             data = []
             for o in opts:
                 if o == "ro":
                     flags |= sc.MS_RDONLY
-                elif o == "noexec":
-                    flags |= sc.MS_NOEXEC
-                elif o in ("rw", "exec", "suid", "dev", "nosuid", "nodev"):
+                elif o == "exec":
+                    flags &= ~sc.MS_NOEXEC
+                elif o == "suid":
+                    flags &= ~sc.MS_NOSUID
+                elif o in ("rw", "dev", "nosuid", "nodev", "noexec"):
                     continue
                 else:
                     data.append(o)

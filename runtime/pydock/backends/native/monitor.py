@@ -195,6 +195,8 @@ class Monitor:
             cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
                              finished_at=now(), pid=0)
             doomed = cdir.id in self.doomed
+            if cdir.spec.auto_remove and not doomed:
+                self.table.record_exit(cdir, cdir.read_state())
             if cdir.spec.auto_remove or doomed:
                 self.doomed.discard(cdir.id)
                 self.table.delete(cdir)

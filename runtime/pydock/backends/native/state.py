@@ -113,7 +113,8 @@ class ContainerTable:
         self.store_root = store_root
 
     def ensure(self) -> None:
-        if not self.names.is_dir():  # made anew after a tidy() or a reboot
+        if not self.names.is_dir():  # the first container, or made anew after tidy()/reboot
+            self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.names.mkdir(parents=True, exist_ok=True)
             if self.store_root is not None:
                 claim_run_dir(self.root, self.store_root)
@@ -122,6 +123,10 @@ class ContainerTable:
         """Remove this table's directory when it holds no container (the caller holds the
         store lock); a tmpfs run directory then leaves nothing behind on the host."""
         try:
+            self.prune_exits(max_age=0)
+            exits = self.root / "exits"
+            if exits.is_dir() and not os.listdir(exits):
+                os.rmdir(exits)
             if os.listdir(self.root) == ["names"] and not os.listdir(self.names):
                 os.rmdir(self.names)
                 os.rmdir(self.root)
@@ -163,7 +168,7 @@ class ContainerTable:
         return ContainerDir(self.root / cid)
 
     def ids(self) -> list[str]:
-        if not self.root.exists():
+        if not self.root.is_dir():
             return []
         return [p.name for p in self.root.iterdir() if len(p.name) == 64 and p.is_dir()]
 
@@ -184,6 +189,29 @@ class ContainerTable:
             if len(matches) > 1:
                 raise ContainerNotFound(f"{ref} (ambiguous: {len(matches)} containers match)")
         raise ContainerNotFound(ref)
+
+    def record_exit(self, d: ContainerDir, state: dict[str, Any]) -> None:
+        """Keep the exit status of a container about to be auto-removed (``wait`` reads it)."""
+        exits = self.root / "exits"
+        exits.mkdir(exist_ok=True)
+        write_json(exits / d.id, {k: state.get(k) for k in ("status", "exit_code",
+                                                            "oom_killed", "finished_at")})
+
+    def exit_record(self, cid: str) -> dict[str, Any] | None:
+        try:
+            with open(self.root / "exits" / cid) as f:
+                return json.load(f)  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return None
+
+    def prune_exits(self, max_age: float = 600.0) -> None:
+        import time
+        for path in (self.root / "exits").glob("*") if (self.root / "exits").is_dir() else []:
+            try:
+                if time.time() - path.stat().st_mtime > max_age:
+                    path.unlink()
+            except OSError:
+                pass
 
     def release_name(self, d: ContainerDir) -> None:
         """Free the container's name now (its directory may go later)."""
@@ -236,8 +264,8 @@ def containers_root(store_root: Path) -> Path:
     if os.environ.get("PYDOCK_CONTAINERS") == "disk" or _fs_type("/dev/shm") != "tmpfs":
         return link
     run = Path("/dev/shm") / f"pydock-{store_tag(store_root)}" / "containers"
-    run.mkdir(parents=True, exist_ok=True, mode=0o700)
-    claim_run_dir(run, store_root)
+    # Made by ContainerTable.ensure() on the first create, so read-only commands leave
+    # nothing on the host.
     if link.is_symlink():
         if os.readlink(link) != str(run):
             os.unlink(link)

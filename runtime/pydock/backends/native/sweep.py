@@ -54,6 +54,7 @@ def sweep(table: ContainerTable) -> list[str]:
     tmpfs run directories of stores that no longer exist.  Returns the settled ids."""
     from .monitor import proc_start_time
     swept, _ = settle_dead(table)
+    table.prune_exits()
     for spare in stale_spares(cgroup_prefix(table.root),
                               lambda pid: proc_start_time(pid) is not None):
         remove_dir(spare)
