@@ -317,3 +317,24 @@ def test_init_runs_with_the_workloads_identity_and_hides_host_paths(backend, sto
     assert fields["NoNewPrivs"].strip() == "1"
     assert fields["Uid"].split()[0] == "1000"
     assert str(store_dir) not in out and "python" not in out
+
+
+def test_mount_targets_resolve_symlinks_inside_the_container(backend, tmp_path) -> None:
+    from pydock.spec import parse_tmpfs, parse_volume
+
+    c = backend.run("busybox", command=["sh", "-c", "mkdir /run; ln -s /run /var/run; "
+                                                    "ln -s ../../etc /home/app/up"])
+    c.wait(10)
+    from pydock.backends.native import rootfs
+    image = rootfs.commit(c, ref="linked:1")
+    c.remove()
+    (tmp_path / "f").write_text("vol\n")
+    c = backend.run(image.id, command=["sh", "-c", "cat /run/vol/f; mount | grep -c ' /run/t '; "
+                                                   "ls /etc/pydock-escape 2>&1"],
+                    mounts=[parse_volume(f"{tmp_path}:/var/run/vol"), parse_tmpfs("/var/run/t"),
+                            parse_tmpfs("/home/app/up/../../../../pydock-escape")])
+    c.wait(10)
+    out = c.logs()[0].decode()
+    c.remove()
+    assert out.split("\n")[:2] == ["vol", "1"]
+    assert not os.path.exists("/pydock-escape") and not os.path.exists("/etc/pydock-escape")

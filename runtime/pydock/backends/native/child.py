@@ -181,27 +181,13 @@ def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
 
     steps = [("set parent death signal", lambda: sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)),
              ("make mounts private", private), ("mount /proc", proc), ("mount /sys", sys_),
-             ("mount /dev", dev), ("bring up loopback", loopback), ("warm up", _warm_up)]
+             ("mount /dev", dev), ("bring up loopback", loopback)]
     for name, step in steps:
         try:
             step()
         except BaseException as exc:  # noqa: BLE001 - reported once the plan's pipe is here
             return name, exc
     return None
-
-
-def _warm_up() -> None:
-    """Run the workload's code paths harmlessly: their copy-on-write page faults then happen
-    before the plan arrives, not while a caller waits."""
-    from .users import resolve
-    resolve("", "root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n")
-    for s in INHERITED_IGNORES:
-        signal.getsignal(s)
-    try:
-        os.execve(b"/nonexistent/pydock-warm-up", [b"x"], {b"A": b"B"})
-    except OSError:
-        pass
-    os.umask(os.umask(0))
 
 
 def zygote_main(sock_fd: int, stage: bytes, new_net: bool) -> None:
@@ -344,23 +330,36 @@ def _mount_flags(path: bytes) -> int:
 
 
 def _mkdirs_in_root(root: bytes, target: bytes, bind_src: bytes | None) -> bytes:
-    """Create ``target`` under ``root`` without following symlinks out of it."""
-    parts = [p for p in target.split(b"/") if p and p != b"."]
-    if b".." in parts:
-        raise StepError(f"mount target escapes the container: {target.decode()}")
-    path = root
-    for i, part in enumerate(parts):
-        path = path + b"/" + part
+    """Resolve ``target`` inside ``root`` as the container would see it, following
+    symlinks within the container (``/var/run -> /run``: absolute links start again at its
+    root, ``..`` stops at it: nothing resolves outside), creating what is missing."""
+    pending = [p for p in target.split(b"/") if p and p != b"."]
+    done: list[bytes] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == b"..":
+            if done:
+                done.pop()
+            continue
+        path = root + b"/" + b"/".join([*done, part])
         if os.path.islink(path):
-            raise StepError(f"mount target goes through a symlink: {target.decode()}")
+            hops += 1
+            if hops > 40:
+                raise StepError(f"mount target {target.decode()}: too many levels of symlinks")
+            link = os.readlink(path)
+            if link.startswith(b"/"):
+                done = []
+            pending = [p for p in link.split(b"/") if p and p != b"."] + pending
+            continue
         if not os.path.exists(path):
-            last = i == len(parts) - 1
-            if last and bind_src is not None and not os.path.isdir(bind_src):
+            if not pending and bind_src is not None and not os.path.isdir(bind_src):
                 with open(path, "wb"):
                     pass
             else:
                 os.mkdir(path, 0o755)
-    return path
+        done.append(part)
+    return root + b"/" + b"/".join(done)
 
 
 def _loopback_up() -> None:
