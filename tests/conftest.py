@@ -121,6 +121,10 @@ def backend(store_dir: Path, busybox_image: str):  # type: ignore[no-untyped-def
 def leftovers(store_dir: Path) -> dict[str, list[str]]:
     """Mounts, processes and cgroups on the host that belong to the store ``store_dir``."""
     found: dict[str, list[str]] = {"mounts": [], "processes": [], "cgroups": []}
+    from pydock.backends.native.state import store_tag
+
+    run_dirs = (str(store_dir / "containers"),
+                f"/dev/shm/pydock-{store_tag(store_dir)}/containers")
     with open("/proc/self/mountinfo") as f:
         found["mounts"] = [line for line in f if str(store_dir) in line]
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -133,6 +137,8 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
             continue
         if comm in ("pydock-monitor", "pydock-init") and str(store_dir) in cmdline:
             found["processes"].append(f"{pid} {comm} {cmdline}")
+        elif _in_container_of(pid, run_dirs):
+            found["processes"].append(f"{pid} {comm} {cmdline} (in a container)")
     from pydock.backends.native.state import cgroup_prefix
 
     prefix = cgroup_prefix(store_dir / "containers")
@@ -141,6 +147,19 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
             if d.startswith(prefix):
                 found["cgroups"].append(os.path.join(dirpath, d))
     return {k: v for k, v in found.items() if v}
+
+
+def _in_container_of(pid: str, run_dirs: tuple[str, ...]) -> bool:
+    """Whether the process runs in a container of the store (its root is that store's
+    overlay: the first line of its mountinfo names the container's upper dir)."""
+    try:
+        if os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
+            return False
+        with open(f"/proc/{pid}/mountinfo") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return any(f"upperdir={d}/" in text for d in run_dirs)
 
 
 @pytest.fixture

@@ -163,3 +163,17 @@ def test_sweep_deletes_run_dirs_of_deleted_stores(tmp_path, busybox_tar) -> None
     assert run_dir.exists()
     NativeBackend(tmp_path / "other").sweep()
     assert not run_dir.exists()
+
+
+def test_leak_check_sees_container_processes(store_dir, busybox_image) -> None:
+    """The leak checks of this suite must be able to fail: a running container is found."""
+    needs_root()
+    from pydock.backends.native.backend import NativeBackend
+
+    b = NativeBackend(store_dir)
+    c = b.run("busybox", command=["sleep", "100"])
+    try:
+        assert any("(in a container)" in p for p in leftovers(store_dir).get("processes", []))
+    finally:
+        c.remove(force=True)
+        b.close()

@@ -28,7 +28,7 @@ from ...errors import PydockError
 from . import syscalls as sc
 from .cgroups import Cgroup
 from .launch import Console, Zygote, recv, send, stage_dir, start_container, start_exec, workload_for
-from .state import ContainerDir, ContainerTable, cgroup_prefix, containers_root
+from .state import ContainerDir, ContainerTable, containers_root
 
 
 def now() -> str:
@@ -118,7 +118,9 @@ class Monitor:
     def start(self, cid: str, fds: list[int], console: Console | None) -> dict[str, object]:
         cdir = self.table.lookup(cid)
         stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
-        zygote, self.zygote = self.zygote, None
+        zygote = None
+        if self.zygote is not None and self.zygote.fits(cdir.spec, stage_dir(self.store_root)):
+            zygote, self.zygote = self.zygote, None
         try:
             pid, cgroup = start_container(cdir, self.store_root, stdio, console, zygote)
         except PydockError as exc:
@@ -247,8 +249,7 @@ class Monitor:
             self.draining = [cg for cg in self.draining if not cg.try_remove()]
             self.just_exited = False
             if refill and not ready:
-                self.zygote = Zygote(new_net=True, cgroup_prefix=cgroup_prefix(self.table.root),
-                                     stage=stage_dir(self.store_root))
+                self.zygote = Zygote(new_net=True, stage=stage_dir(self.store_root))
                 continue
             if wake_r in ready:
                 try:
