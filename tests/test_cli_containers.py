@@ -284,3 +284,13 @@ def test_sigkill_of_run_rm_still_removes_the_container(store_dir, busybox_image)
     while list(store_dir.glob("containers/*/config.json")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not list(store_dir.glob("containers/*/config.json"))
+
+
+def test_options_may_follow_positional_arguments(busybox_image) -> None:
+    assert pydock_cli("run", "--name", "mix", "busybox", "sh", "-c", "echo m > /m").returncode == 0
+    r = pydock_cli("commit", "mix", "-c", 'CMD ["cat", "/m"]', "mixed:1")
+    assert r.returncode == 0, r.stderr
+    assert pydock_cli("run", "--rm", "mixed:1").stdout == b"m\n"
+    assert pydock_cli("rm", "mix").returncode == 0
+    r = pydock_cli("ps", "--bogus")
+    assert r.returncode == 2 and b"unrecognized arguments: --bogus" in r.stderr

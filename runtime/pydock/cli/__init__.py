@@ -47,10 +47,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose options may come after their positional arguments, as docker allows
+# (``pydock commit CTR -c 'CMD ["x"]' img:1``); not run/exec, whose trailing words are the
+# container's command.
+INTERMIXED = ("commit", "import", "tag", "cp", "export", "diff", "rm", "stop", "kill",
+              "wait", "logs", "inspect", "rmi", "start")
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    if not extra:
+        return args
+    sub = _subparsers(parser).get(args.command)
+    if sub is None or args.command not in INTERMIXED:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    rest = list(argv)[list(argv).index(args.command) + 1:]
+    return argparse.Namespace(**(vars(args) | vars(sub.parse_intermixed_args(rest))))
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pydock`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, sys.argv[1:] if argv is None else argv)
     try:
         status = args.func(args)
     except PydockError as exc:
