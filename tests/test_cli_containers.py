@@ -294,3 +294,10 @@ def test_options_may_follow_positional_arguments(busybox_image) -> None:
     assert pydock_cli("rm", "mix").returncode == 0
     r = pydock_cli("ps", "--bogus")
     assert r.returncode == 2 and b"unrecognized arguments: --bogus" in r.stderr
+
+
+def test_detached_interactive_keeps_stdin_open(busybox_image) -> None:
+    cid = pydock_cli("run", "-d", "-i", "busybox", "cat").stdout.decode().strip()
+    time.sleep(0.3)
+    assert json.loads(pydock_cli("inspect", cid).stdout)[0]["State"]["Running"] is True
+    assert pydock_cli("rm", "-f", cid).returncode == 0

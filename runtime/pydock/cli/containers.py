@@ -355,9 +355,10 @@ def cmd_ps(args: argparse.Namespace) -> int:
         command = " ".join(c.spec.argv)
         rows.append([c.id if args.no_trunc else c.id[:12], truncate(c.spec.image_name, 30),
                      f'"{command if args.no_trunc else truncate(command, 20)}"',
-                     ago(c.dir.config.get("created")), status_text(state), c.name])
+                     ago(c.dir.config.get("created")), status_text(state), "", c.name])
     if not args.quiet:
-        print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"], rows))
+        print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
+                     "NAMES"], rows))
     return 0
 
 

@@ -13,6 +13,10 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
     spec = c.spec
     state = c.state()
     status = state.get("status", "created")
+    try:
+        image_config = c.backend.store.image(str(config.get("image_id"))).config.to_docker()
+    except Exception:  # noqa: BLE001 - the image may be gone (rmi -f)
+        image_config = {}
     return {
         "Id": c.id,
         "Created": config.get("created"),
@@ -21,6 +25,8 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
         "State": {
             "Status": status,
             "Running": status == "running",
+            "Paused": False,
+            "Restarting": False,
             "OOMKilled": bool(state.get("oom_killed")),
             "Dead": False,
             "Pid": int(state.get("pid") or 0),
@@ -31,6 +37,13 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
         },
         "Image": config.get("image_id"),
         "Name": "/" + str(config.get("name")),
+        "RestartCount": 0,
+        "Mounts": [
+            {"Type": m.kind, "Source": m.source, "Destination": m.target,
+             "Mode": "ro" if m.readonly else "", "RW": not m.readonly,
+             "Propagation": "rprivate" if m.kind == "bind" else ""}
+            for m in spec.mounts],
+        "NetworkSettings": {"Networks": {spec.network: {}}},
         "LogPath": str(c.dir.stdout_log),
         "HostConfig": {
             "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
@@ -51,13 +64,15 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
             "User": spec.user,
             "Tty": spec.tty,
             "OpenStdin": spec.stdin_open,
-            "Env": list(spec.env),
+            "Env": [e for e in spec.env if not e.startswith("HOSTNAME=")],  # runtime-added
+            "ExposedPorts": image_config.get("ExposedPorts"),
+            "Volumes": image_config.get("Volumes"),
             "Cmd": None if spec.cmd is None else list(spec.cmd),
             "Entrypoint": None if spec.entrypoint is None else list(spec.entrypoint),
             "Image": spec.image_name,
             "WorkingDir": spec.working_dir,
             "Labels": dict(spec.labels),
             "StopSignal": spec.stop_signal,
-            "StopTimeout": spec.stop_timeout,
+            "StopTimeout": int(spec.stop_timeout),
         },
     }

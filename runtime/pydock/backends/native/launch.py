@@ -292,7 +292,8 @@ def needs_cgroup(spec: ContainerSpec) -> bool:
 def start_container(cdir: ContainerDir, store_root: Path,
                     stdio: tuple[int, int, int] | None,
                     console: Console | None = None,
-                    zygote: Zygote | None = None) -> tuple[int, Cgroup]:
+                    zygote: Zygote | None = None,
+                    stdin_fd: int | None = None) -> tuple[int, Cgroup]:
     """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
 
     Raises StartError naming the failed setup step; nothing of the attempt remains then.
@@ -315,7 +316,8 @@ def start_container(cdir: ContainerDir, store_root: Path,
     opened: list[int] = []
     try:
         if stdio is None:
-            null = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+            null = stdin_fd if stdin_fd is not None else \
+                os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
             out = os.open(cdir.stdout_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                           0o640)
             err = os.open(cdir.stderr_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,

@@ -68,6 +68,7 @@ class Monitor:
         self.just_exited = False
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
         self.draining: list[Cgroup] = []  # cgroups of exited containers, not empty yet
+        self.stdin_holds: dict[int, int] = {}  # pid -> write end keeping a -d -i stdin open
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, msg: dict[str, object], fds: list[int]) -> None:
@@ -121,11 +122,22 @@ class Monitor:
         zygote = None
         if self.zygote is not None and self.zygote.fits(cdir.spec, stage_dir(self.store_root)):
             zygote, self.zygote = self.zygote, None
+        stdin_fd = hold = None
+        if stdio is None and cdir.spec.stdin_open:
+            # -d -i: stdin stays open (and empty) while the container runs, as with docker
+            stdin_fd, hold = os.pipe2(os.O_CLOEXEC)
         try:
-            pid, cgroup = start_container(cdir, self.store_root, stdio, console, zygote)
+            pid, cgroup = start_container(cdir, self.store_root, stdio, console, zygote,
+                                          stdin_fd)
+            if hold is not None:
+                self.stdin_holds[pid] = hold
+                hold = None
         except PydockError as exc:
             cdir.write_state(status="created", exit_code=exc.exit_code, error=str(exc))
             raise
+        finally:
+            if hold is not None:
+                os.close(hold)
         self.containers[pid] = (cdir, cgroup)
         cdir.write_state(status="running", pid=pid, pid_start=proc_start_time(pid),
                          monitor_pid=os.getpid(), monitor_start=self.start_time,
@@ -185,6 +197,8 @@ class Monitor:
                 return
             if pid in self.containers:
                 cdir, cgroup = self.containers.pop(pid)
+                if pid in self.stdin_holds:
+                    os.close(self.stdin_holds.pop(pid))
                 self.finish(cdir, cgroup, pid, exit_code(status))
             elif pid in self.execs:
                 self.execs.pop(pid)
