@@ -214,7 +214,10 @@ class PydockSession:
             mounts=mounts, network=network, user=user, working_dir=workdir, memory=memory,
             pids_limit=pids_limit, init=init,
             name=f"{name}-{self.worker}" if name and self.worker else name,
-            labels={"pydock.test": self.current_test or ""})
+            labels={"pydock.test": self.current_test or "",
+                    # kept containers must survive the session: no session label for them
+                    **({"pydock.session": _session_label()} if self.keep is Keep.NEVER
+                       else {})})
         t = time.perf_counter()
         inner = self.backend.create(image, opts)
         ref = image if isinstance(image, str) else (image.tags[0] if image.tags else image.id)
@@ -277,6 +280,14 @@ class PydockSession:
                     pass
                 record.removed = True
         self.backend.close()
+
+
+def _session_label() -> str:
+    """``pid:start time`` of this process: the sweep deletes test containers of sessions
+    that are gone (a SIGKILLed pytest)."""
+    with open("/proc/self/stat", "rb") as f:
+        start = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    return f"{os.getpid()}:{start}"
 
 
 def tar_of(files: Mapping[str, bytes | str]) -> bytes:

@@ -72,11 +72,20 @@ def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh, private store directory, also exported as PYDOCK_STORE for CLI runs."""
+def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A fresh, private store directory, also exported as PYDOCK_STORE for CLI runs.
+
+    Afterwards its containers' tmpfs run directory is deleted (the store is throw-away).
+    """
+    import shutil
+
+    from pydock.backends.native.state import store_tag
+
     root = tmp_path / "store"
     monkeypatch.setenv("PYDOCK_STORE", str(root))
-    return root
+    yield root
+    if not leftovers(root).get("processes"):
+        shutil.rmtree(f"/dev/shm/pydock-{store_tag(root)}", ignore_errors=True)
 
 
 def pydock_cli(*args: str, input: bytes | None = None, timeout: float = 60,

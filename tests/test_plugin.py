@@ -212,6 +212,14 @@ def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) ->
     while leftovers(store_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not leftovers(store_dir)
+    # the next session's sweep deletes the test containers the killed one left
+    assert list((store_dir / "containers").glob("*/config.json"))
+    result = pytester.runpytest_subprocess(f"--pydock-store={store_dir}", "-p",
+                                           "no:cacheprovider", "-k", "nothing_matches")
+    from pydock import NativeBackend
+    NativeBackend(store_dir).sweep()  # what that session (or any pydock command) runs first
+    assert not list((store_dir / "containers").glob("*/config.json"))
+    del result
 
 
 def test_ctrl_c_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:

@@ -141,9 +141,9 @@ class ContainerTable:
     def new(self, spec_for_id: Any, layers: list[str], image_id: str,
             created: str) -> ContainerDir:
         """Create the directory of a new container; ``spec_for_id(id)`` makes its spec."""
-        self.ensure()
         cid = os.urandom(32).hex()
-        spec: ContainerSpec = spec_for_id(cid)
+        spec: ContainerSpec = spec_for_id(cid)  # validates: nothing is made for bad input
+        self.ensure()
         name = spec.name or _generated_name(cid)
         try:
             os.symlink(cid, self.names / name)

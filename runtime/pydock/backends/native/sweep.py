@@ -20,7 +20,9 @@ def settle(cdir: ContainerDir, state: dict[str, Any]) -> dict[str, Any]:
     cg.remove()
     state = cdir.write_state(status="exited", exit_code=137, pid=0, cgroup=None,
                              finished_at=now(), error="its monitor process died")
-    if cdir.spec.auto_remove:
+    # --rm containers, and test containers (label pydock.session) of a killed test run,
+    # are deleted: nobody is left to do it.
+    if cdir.spec.auto_remove or "pydock.session" in dict(cdir.spec.labels):
         ContainerTable(cdir.path.parent).delete(cdir)
     return state
 
@@ -37,6 +39,9 @@ def settle_dead(table: ContainerTable) -> tuple[list[str], int]:
                 for path in Cgroup.from_json(state.get("cgroup")).paths:
                     if os.path.isdir(path):  # its monitor died before removing it
                         remove_dir(path)
+                if _session_gone(cdir):
+                    table.delete(cdir)
+                    swept.append(cid)
                 continue
             mon = state.get("monitor_pid")
             if mon and proc_start_time(int(mon)) == state.get("monitor_start"):
@@ -70,3 +75,13 @@ def _sweep_orphan(run: Path) -> None:
     _, running = settle_dead(orphan)
     if running == 0:
         shutil.rmtree(run, ignore_errors=True)
+
+
+def _session_gone(cdir: ContainerDir) -> bool:
+    """A test container (label ``pydock.session=pid:start``) whose test session is gone."""
+    from .monitor import proc_start_time
+    label = dict(cdir.spec.labels).get("pydock.session")
+    if not label or ":" not in label:
+        return False
+    pid, _, start = label.partition(":")
+    return not pid.isdigit() or str(proc_start_time(int(pid))) != start
