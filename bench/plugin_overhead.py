@@ -26,7 +26,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import make_busybox_tar  # noqa: E402
-
 from pydock import ImageConfig, Store  # noqa: E402
 
 EMPTY = """

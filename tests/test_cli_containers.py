@@ -294,6 +294,10 @@ def test_options_may_follow_positional_arguments(busybox_image) -> None:
     assert pydock_cli("rm", "mix").returncode == 0
     r = pydock_cli("ps", "--bogus")
     assert r.returncode == 2 and b"unrecognized arguments: --bogus" in r.stderr
+    r = pydock_cli("run", "--bogus", "busybox", "true")
+    assert r.returncode == 125 and b"unrecognized arguments: --bogus" in r.stderr
+    r = pydock_cli("run", "--rm", "busybox", "echo", "--not-ours")  # the command's own flag
+    assert r.stdout == b"--not-ours\n"
 
 
 def test_detached_interactive_keeps_stdin_open(busybox_image) -> None:

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store", metavar="DIR", help="image and container store (default: see below)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
     images.register(sub)
     containers.register(sub)
@@ -58,10 +58,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Name
     args, extra = parser.parse_known_args(argv)
     if not extra:
         return args
-    sub = _subparsers(parser).get(args.command)
-    if sub is None or args.command not in INTERMIXED:
+    sub = _subparsers(parser).get(args.subcommand)
+    if sub is None:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    rest = list(argv)[list(argv).index(args.command) + 1:]
+    if args.subcommand not in INTERMIXED:
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    rest = list(argv)[list(argv).index(args.subcommand) + 1:]
     return argparse.Namespace(**(vars(args) | vars(sub.parse_intermixed_args(rest))))
 
 

@@ -386,6 +386,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return status
 
 
+def _exit_125_on_usage_errors(p: argparse.ArgumentParser) -> None:
+    """docker run/create exit 125 on a bad flag too: never mistaken for the command's."""
+    def error(message: str) -> None:  # type: ignore[misc]
+        p.print_usage(sys.stderr)
+        p.exit(ENGINE_ERROR, f"{p.prog}: error: {message}\n")
+    p.error = error  # type: ignore[method-assign,assignment]
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the container subcommands to the CLI parser."""
     p = sub.add_parser("run", help="create and start a container, stream its output",
@@ -393,6 +401,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        description="Create a container from IMAGE and run COMMAND in it. The "
                                    "exit status is the container's.")
     p.add_argument("--help", action="help", help="show this help message and exit")
+    _exit_125_on_usage_errors(p)
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("-d", "--detach", action="store_true",
                    help="run in the background and print the container id")
@@ -401,6 +410,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = sub.add_parser("create", help="create a container (prints its id)", add_help=False,
                        description="Create a container without starting it.")
+    _exit_125_on_usage_errors(p)
     p.add_argument("--help", action="help", help="show this help message and exit")
     add_run_options(p)
     p.set_defaults(func=cmd_create)
