@@ -1,0 +1,20 @@
+"""The examples a user copies stay green: run their test suites as the main job does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import needs_root
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_cli_image_example_passes(tmp_path) -> None:
+    needs_root()
+    r = subprocess.run([sys.executable, "-m", "pytest", str(EXAMPLES / "cli_image"), "-q",
+                        "-p", "no:cacheprovider", f"--pydock-store={tmp_path / 'store'}"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "5 passed" in r.stdout
