@@ -305,3 +305,11 @@ def test_detached_interactive_keeps_stdin_open(busybox_image) -> None:
     time.sleep(0.3)
     assert json.loads(pydock_cli("inspect", cid).stdout)[0]["State"]["Running"] is True
     assert pydock_cli("rm", "-f", cid).returncode == 0
+
+
+def test_cp_of_a_garbage_stream_is_a_clear_error(busybox_image) -> None:
+    cid = pydock_cli("run", "-d", "busybox", "sleep", "100").stdout.decode().strip()
+    r = pydock_cli("cp", "-", f"{cid}:/tmp", input=b"garbage\n")
+    assert r.returncode != 0 and b"not a valid tar stream" in r.stderr
+    assert b"Traceback" not in r.stderr
+    pydock_cli("rm", "-f", cid)

@@ -545,9 +545,12 @@ def copy_in(c: NativeContainer, fileobj: IO[bytes], dest_dir: str, *,
             raise _Fail(_NOTFOUND, dest_dir) from None
         if not stat.S_ISDIR(st.st_mode):
             raise _Fail("error", f"cannot copy into {dest_dir}: not a directory")
-        with open(fd, "rb", buffering=_CHUNK) as src, \
-                tarfile.open(fileobj=src, mode="r|") as tar:
-            safe_extract(tar, dest_dir, owner=owner, error=lambda m: _Fail("error", m))
+        try:
+            with open(fd, "rb", buffering=_CHUNK) as src, \
+                    tarfile.open(fileobj=src, mode="r|") as tar:
+                safe_extract(tar, dest_dir, owner=owner, error=lambda m: _Fail("error", m))
+        except tarfile.TarError as exc:
+            raise _Fail("error", f"the input is not a valid tar stream ({exc})") from None
 
     _run(c, "write", work, lambda fd: _copy_to_fd(fileobj, fd), child_reads=True)
 
