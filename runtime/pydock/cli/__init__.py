@@ -81,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = args.func(args)
     except PydockError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # surrogateescape: a non-UTF-8 argument is shown as the bytes it was, as docker does
+        sys.stderr.flush()
+        sys.stderr.buffer.write(f"{PROG}: error: {exc}\n".encode(errors="surrogateescape"))
+        sys.stderr.flush()
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
