@@ -54,6 +54,7 @@ class NativeBackend:
         self._monitor: MonitorClient | None = None
         self._lock = threading.Lock()
         self._swept = False
+        self._images: dict[str, tuple[Any, Image, list[str]]] = {}
 
     # -- monitors ---------------------------------------------------------------------------
     def monitor(self) -> MonitorClient:
@@ -113,8 +114,7 @@ class NativeBackend:
         opts = options or RunOptions(**kw)
         # Under the store lock, so that rmi / gc never remove the image meanwhile.
         with self.store.lock():
-            img = self.store.image(image.id if isinstance(image, Image) else image)
-            layers = self.store.layer_names(img)
+            img, layers = self._image(image.id if isinstance(image, Image) else image)
             cdir = self.table.new(lambda cid: make_spec(img, opts, container_id=cid), layers,
                                   img.id, now())
         write_etc_files(cdir)
@@ -130,6 +130,24 @@ class NativeBackend:
             c.remove(force=True)
             raise
         return c
+
+    def _image(self, ref: str) -> tuple[Image, list[str]]:
+        """The image and its layer names, remembered while the store's tags and the image's
+        config are unchanged (a test suite creates many containers of one image)."""
+        try:
+            stamp = (os.stat(self.store.root / "tags.json").st_mtime_ns,
+                     os.stat(self.store.images_dir).st_mtime_ns)
+        except FileNotFoundError:
+            stamp = None
+        hit = self._images.get(ref)
+        if hit is not None and stamp is not None and hit[0] == stamp and \
+                os.path.exists(self.store.images_dir / f"{hit[1].id.removeprefix('sha256:')}.json"):
+            return hit[1], hit[2]
+        img = self.store.image(ref)
+        layers = self.store.layer_names(img)
+        if stamp is not None:
+            self._images[ref] = (stamp, img, layers)
+        return img, layers
 
     def container(self, ref: str) -> NativeContainer:
         self._sweep_once()

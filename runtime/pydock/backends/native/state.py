@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import zlib
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,13 @@ def write_json(path: Path | str, doc: Any) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
+    """The spec as JSON-ready data (dataclasses.asdict, without its deep copies)."""
+    doc = {f.name: getattr(spec, f.name) for f in fields(spec)}
+    doc["mounts"] = [{f.name: getattr(m, f.name) for f in fields(m)} for m in spec.mounts]
+    return doc
 
 
 def spec_from_json(doc: dict[str, Any]) -> ContainerSpec:
@@ -158,7 +165,7 @@ class ContainerTable:
             for sub in ("rootfs", "upper", "work"):
                 os.mkdir(f"{tmp}/{sub}")
             doc = {"id": cid, "name": name, "created": created, "image_id": image_id,
-                   "layers": layers, "spec": asdict(spec) | {"name": name}}
+                   "layers": layers, "spec": spec_to_json(spec) | {"name": name}}
             write_json(Path(tmp, "config.json"), doc)
             os.rename(tmp, f"{self.root}/{cid}")
         except BaseException:
