@@ -54,18 +54,15 @@ class Cgroup:
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,
-               cpus: float | None = None, spare: str | None = None) -> Cgroup:
-        """Make the container's cgroups; ``spare`` is a v2 node made by ``make_spare`` that
-        already holds the container's process: it is renamed instead of made anew."""
+               cpus: float | None = None) -> Cgroup:
+        """Make the container's cgroups (the v2 node to clone into, v1 nodes for limits)."""
         own = _own_paths()
         cg = cls()
         try:
             unified = unified_mount()
             if unified:
-                # v2 forbids renaming a cgroup: a spare node keeps its name.
-                path = spare or os.path.join(unified + own.get("", "/"), name)
-                if spare is None:
-                    os.mkdir(path)
+                path = os.path.join(unified + own.get("", "/"), name)
+                os.mkdir(path)
                 cg.paths.append(path)
                 cg.unified_path = path
             if unified == ROOT:
@@ -190,18 +187,9 @@ class Cgroup:
                    unified_path=doc.get("unified_path"))  # type: ignore[arg-type]
 
 
-def make_spare(prefix: str, n: int) -> str | None:
-    """An empty v2 node ``<prefix>z<monitor pid>-<n>`` for a pre-cloned container."""
-    unified = unified_mount()
-    if unified is None:
-        return None
-    path = os.path.join(unified + _own_paths().get("", "/"), f"{prefix}z{os.getpid()}-{n}")
-    os.mkdir(path)
-    return path
-
-
 def stale_spares(prefix: str, alive: Callable[[int], bool]) -> list[str]:
-    """Spare nodes (used or not) of monitors that are gone."""
+    """Cgroups ``<prefix>z<pid>-<n>`` left by monitors that are gone (earlier versions made
+    such spare nodes for pre-cloned containers; the sweep still clears them)."""
     unified = unified_mount()
     if unified is None:
         return []
