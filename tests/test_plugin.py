@@ -189,7 +189,8 @@ def test_xdist_workers_each_get_fresh_containers(run) -> None:
     result.assert_outcomes(passed=6)
 
 
-def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
+def hanging_session(pytester: pytest.Pytester, store_dir) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    """A real pytest run whose test holds a container and hangs; returned once it runs."""
     needs_root()
     pytester.makepyfile(test_hang="""
         import pytest, time
@@ -205,6 +206,11 @@ def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) ->
     for line in proc.stdout:
         if b"RUNNING" in line:
             break
+    return proc
+
+
+def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
+    proc = hanging_session(pytester, store_dir)
     assert leftovers(store_dir)  # a container is running
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -223,21 +229,7 @@ def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) ->
 
 
 def test_ctrl_c_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
-    needs_root()
-    pytester.makepyfile(test_hang="""
-        import pytest, time
-
-        @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
-        def test_hang(container):
-            print("RUNNING", flush=True)
-            time.sleep(300)
-    """)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
-                             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if b"RUNNING" in line:
-            break
+    proc = hanging_session(pytester, store_dir)
     proc.send_signal(signal.SIGINT)
     out = proc.communicate(timeout=60)[0]
     assert b"KeyboardInterrupt" in out

@@ -10,7 +10,6 @@ CMD as it is (what ``docker import --change`` does).
 from __future__ import annotations
 
 import posixpath
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,9 +17,10 @@ from typing import Any
 import dockerfile
 
 from .dockerfile import parse_duration
-from .errors import DockerfileError
+from .errors import DockerfileError, UsageError
 from .expand import expand, split_words
 from .models import ImageConfig
+from .spec import parse_signal
 
 _PROTOCOLS = ("tcp", "udp", "sctp")
 _HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
@@ -112,9 +112,10 @@ def _workdir(cmd: Any, config: ImageConfig) -> ImageConfig:
 
 def _stopsignal(cmd: Any, config: ImageConfig) -> ImageConfig:
     sig = _one(cmd, config)
-    name = sig.upper() if sig.upper().startswith("SIG") else f"SIG{sig.upper()}"
-    if not (sig.isdigit() and 0 < int(sig) < 65) and name not in signal.Signals.__members__:
-        raise _BadChange(f"invalid signal {sig!r}")
+    try:
+        parse_signal(sig)  # the one definition of a valid signal (run --stop-signal uses it)
+    except UsageError:
+        raise _BadChange(f"invalid signal {sig!r}") from None
     return replace(config, stop_signal=sig)
 
 

@@ -24,7 +24,7 @@ from ..spec import (
     read_env_file,
 )
 from . import terminal
-from .format import ago, table, truncate
+from .format import ago, format_table, truncate
 
 
 def backend(args: argparse.Namespace) -> NativeBackend:
@@ -357,8 +357,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
                      f'"{command if args.no_trunc else truncate(command, 20)}"',
                      ago(c.dir.config.get("created")), status_text(state), "", c.name])
     if not args.quiet:
-        print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
-                     "NAMES"], rows))
+        print(format_table([["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
+                             "PORTS", "NAMES"], *rows]))
     return 0
 
 

@@ -6,7 +6,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO
@@ -16,11 +15,9 @@ from ..errors import PydockError, UsageError
 from ..inspect_image import inspect_image_doc
 from ..models import Image, ImageConfig
 from ..store import Store
+from .format import format_table, human_duration, human_size, parse_time
 
 _RAW = argparse.RawDescriptionHelpFormatter
-_RFC3339 = re.compile(r"(.+?T\d\d:\d\d:\d\d)(\.\d+)?(Z|z|[+-]\d\d:\d\d)?")
-
-
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the image subcommands to the CLI parser."""
     _add_import(sub)
@@ -137,7 +134,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     rows = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
     for image in images:
         image_id = image.id if args.no_trunc else image.short_id
-        created = human_duration(now - _parse_time(image.created)) if image.created else ""
+        created = human_duration(now - parse_time(image.created)) if image.created else ""
         for repo, tag in _repo_tags(image):
             rows.append([repo, tag, image_id, created, human_size(image.size)])
     print(format_table(rows))
@@ -197,61 +194,3 @@ def _each(refs: Sequence[str], action: Callable[[str], object]) -> int:
     return status
 
 
-# -- formatting ------------------------------------------------------------------------------
-
-
-def format_table(rows: list[list[str]]) -> str:
-    """Columns padded like docker's tabwriter (at least 10 wide, 3 spaces apart)."""
-    widths = [max(10, max(len(row[i]) for row in rows) + 3) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + row[-1] for row in rows
-    )
-
-
-def human_size(size: float) -> str:
-    """Docker's decimal sizes with 3 significant digits: ``4.26MB``, ``512B``."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.3g}{units[i]}"
-
-
-def human_duration(delta: dt.timedelta) -> str:
-    """Docker's ``3 minutes ago`` wording."""
-    seconds = int(delta.total_seconds())
-    hours = int(delta.total_seconds() / 3600 + 0.5)
-    if seconds < 1:
-        text = "Less than a second"
-    elif seconds == 1:
-        text = "1 second"
-    elif seconds < 60:
-        text = f"{seconds} seconds"
-    elif seconds // 60 == 1:
-        text = "About a minute"
-    elif seconds < 3600:
-        text = f"{seconds // 60} minutes"
-    elif hours == 1:
-        text = "About an hour"
-    elif hours < 48:
-        text = f"{hours} hours"
-    elif hours < 24 * 7 * 2:
-        text = f"{hours // 24} days"
-    elif hours < 24 * 30 * 2:
-        text = f"{hours // 24 // 7} weeks"
-    elif hours < 24 * 365 * 2:
-        text = f"{hours // 24 // 30} months"
-    else:
-        text = f"{int(delta.total_seconds() / 3600 / 24 / 365)} years"
-    return f"{text} ago"
-
-
-def _parse_time(text: str) -> dt.datetime:
-    """An RFC 3339 time (nanoseconds allowed) as an aware datetime."""
-    match = _RFC3339.fullmatch(text)
-    if match is None:
-        raise UsageError(f"invalid timestamp {text!r}")
-    head, frac, zone = match.groups()
-    zone = "+00:00" if zone in (None, "Z", "z") else zone
-    return dt.datetime.fromisoformat(f"{head}{(frac or '')[:7]}{zone}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal as _signal
 import struct
 import sys
 import threading
@@ -471,5 +470,3 @@ def _pump(in_w: int, data: bytes, out_r: int, err_r: int,
             os.close(fd)
     return b"".join(outs[out_r]), b"".join(outs[err_r])
 
-
-_ = _signal

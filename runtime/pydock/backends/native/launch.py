@@ -17,7 +17,6 @@ from pathlib import Path
 
 from ...errors import ExecError, StartError
 from ...models import ContainerSpec
-from ...spec import parse_signal  # noqa: F401  (re-exported for callers)
 from . import caps
 from . import syscalls as sc
 from .cgroups import Cgroup
