@@ -100,6 +100,17 @@ def pydock_cli(*args: str, input: bytes | None = None, timeout: float = 60,
     )
 
 
+def require_service(available: bool, what: str) -> None:
+    """Skip a test whose real service (a Docker daemon, a registry server) is missing, or fail
+    it when PYDOCK_REQUIRE_SERVICES=1 (set by .ci/run, which starts them): in CI a missing
+    service is a broken setup, not a reason to skip."""
+    if available:
+        return
+    if os.environ.get("PYDOCK_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what} is required (PYDOCK_REQUIRE_SERVICES=1) but not available")
+    pytest.skip(f"{what} is not available")
+
+
 def needs_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("the native engine needs root")
