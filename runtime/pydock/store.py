@@ -31,7 +31,7 @@ from typing import IO, Any
 from filelock import FileLock
 
 from .archive import copy_tree, extract_layer, tree_size, write_layer_tar
-from .errors import ImageNotFound, StoreError, UsageError
+from .errors import ImageNotFound, LayerError, StoreError, UsageError
 from .models import Image, ImageConfig, ImageRef
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -332,6 +332,65 @@ class Store:
                 self._publish_layer(staged, diff_id, size)
                 self._pin(diff_id).touch()
         return diff_id
+
+    def has_layer(self, diff_id: str) -> bool:
+        """Whether the layer ``diff_id`` is in the store."""
+        return self.layer_path(diff_id).is_dir()
+
+    def add_layer_tar(self, fileobj: IO[bytes], *, expected_diff_id: str | None = None) -> str:
+        """Extract a layer tar (plain, gzip, bzip2 or xz; OCI whiteouts) into the store.
+
+        Returns its diff_id (the sha256 of the uncompressed tar), pinned for this process
+        until ``create_image``/``add_image_config`` uses it.  With ``expected_diff_id`` a
+        layer already in the store is not read at all, and one whose content does not match
+        is refused (``LayerError``) and leaves nothing behind.
+        """
+        if expected_diff_id is not None and self.has_layer(expected_diff_id):
+            with self.lock():
+                if self.has_layer(expected_diff_id):
+                    self._pin(expected_diff_id).touch()
+                    return expected_diff_id
+        with self._staging("layer") as stage:
+            staged = stage / "layer"
+            staged.mkdir()
+            staged.chmod(0o755)
+            diff_id = extract_layer(fileobj, staged)
+            if expected_diff_id is not None and diff_id != expected_diff_id:
+                raise LayerError(
+                    f"layer content does not match its digest: expected {expected_diff_id}, "
+                    f"got {diff_id}"
+                )
+            size = tree_size(staged)
+            with self.lock():
+                self._publish_layer(staged, diff_id, size)
+                self._pin(diff_id).touch()
+        return diff_id
+
+    def add_image_config(self, data: bytes, *, ref: str | None = None) -> Image:
+        """Store an OCI image config exactly as given (so the image id, the sha256 of these
+        bytes, is the one Docker and registries show); its layers must be in the store."""
+        try:
+            doc = json.loads(data)
+            diff_ids = [str(d) for d in doc["rootfs"]["diff_ids"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"not an OCI image config: {exc}") from None
+        for diff_id in diff_ids:
+            short_name(diff_id)
+        hexid = hashlib.sha256(data).hexdigest()
+        name = str(ImageRef.parse(ref)) if ref else None
+        with self.lock():
+            for diff_id in diff_ids:
+                if not self.has_layer(diff_id):
+                    raise StoreError(f"layer {diff_id} is not in the store {self.root}")
+            path = self.images_dir / f"{hexid}.json"
+            if not path.exists():
+                self._write_atomic(path, data)
+            for diff_id in diff_ids:
+                with contextlib.suppress(FileNotFoundError):
+                    self._pin(diff_id).unlink()
+            if name:
+                self._set_tag(name, f"sha256:{hexid}")
+        return self.image(f"sha256:{hexid}")
 
     def import_tar(
         self, fileobj: IO[bytes], *, config: ImageConfig, ref: str | None = None, comment: str = ""

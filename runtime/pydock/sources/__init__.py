@@ -1,0 +1,1 @@
+"""Where images come from besides Dockerfile builds: registries, archives, the host."""
