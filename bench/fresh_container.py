@@ -4,8 +4,10 @@
 
 Native engine: create + start + wait for ``true`` + remove, through the Python API (the
 path the pytest fixtures take), and ``exec true`` into a running container.  When a Docker
-daemon answers (``docker info``), the same busybox rootfs is imported into Docker and
-``docker run --rm IMAGE true`` / ``docker exec`` are timed in the same run, with the ratios.
+daemon answers (``docker info``), the same busybox rootfs is imported into Docker and the
+same two figures are taken through pydock's docker backend (``DockerBackend``, what
+``--pydock-backend=docker`` uses) and through the docker CLI (``docker run --rm IMAGE true``
+/ ``docker exec``), in the same run, with the ratios.
 Targets (issue 2): native median <= 10 ms per fresh container, exec <= 10 ms.
 """
 
@@ -42,7 +44,7 @@ def measure(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]:
 
 def report(label: str, times: list[float]) -> float:
     med = statistics.median(times)
-    print(f"{label:<42} median {med:8.2f} ms   min {min(times):8.2f}   "
+    print(f"{label:<44} median {med:8.2f} ms   min {min(times):8.2f}   "
           f"max {max(times):8.2f}   n {len(times)}")
     return med
 
@@ -81,8 +83,23 @@ def main() -> None:
         if not docker_available():
             print("docker: no daemon reachable (start dockerd for the comparison); skipped")
             return
-        subprocess.run(["docker", "import", str(tar), "pydock-bench-busybox"],
-                       check=True, capture_output=True)
+        from pydock import DockerBackend
+        with DockerBackend() as engine:
+            with open(tar, "rb") as f:
+                engine.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="pydock-bench-busybox")
+
+            def docker_fresh() -> None:
+                c = engine.create("pydock-bench-busybox", command=["true"])
+                c.start()
+                c.wait()
+                c.remove()
+
+            backend_run = report("docker backend: create+start+wait+rm `true`",
+                                 measure(docker_fresh, args.docker_n, warmup=2))
+            svc2 = engine.run("pydock-bench-busybox", command=["sleep", "3600"], init=True)
+            backend_exec = report("docker backend: exec `true`",
+                                  measure(lambda: svc2.exec(["true"]), args.docker_n, warmup=2))
+            svc2.remove(force=True)
         try:
             run = measure(lambda: subprocess.run(
                 ["docker", "run", "--rm", "--network", "none", "pydock-bench-busybox", "true"],
@@ -99,8 +116,10 @@ def main() -> None:
                 subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         finally:
             subprocess.run(["docker", "rmi", "pydock-bench-busybox"], capture_output=True)
-        print(f"ratio fresh container: docker/native = {docker / native:.1f}x")
-        print(f"ratio exec:            docker/native = {docker_exec / native_exec:.1f}x")
+        print(f"ratio fresh container: docker/native = {docker / native:.1f}x, "
+              f"docker backend/native = {backend_run / native:.1f}x")
+        print(f"ratio exec:            docker/native = {docker_exec / native_exec:.1f}x, "
+              f"docker backend/native = {backend_exec / native_exec:.1f}x")
 
 
 if __name__ == "__main__":

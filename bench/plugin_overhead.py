@@ -6,6 +6,8 @@ Runs three pytest sessions, each ``--rounds`` times, and prints wall-clock figur
 - empty: N tests that do nothing (the baseline);
 - native: N tests, each getting a fresh busybox container from the ``container`` fixture
   (created, started, ready, used for one exec... no: nothing, then removed);
+- docker backend (when a daemon answers): the native suite with ``--pydock-backend=docker``
+  (the same fixtures, containers in the Docker daemon);
 - docker (when a daemon answers): N tests, each with a fresh container of the same rootfs
   from ``docker run -d`` / ``docker rm -f`` through the docker SDK, in the same run.
 Per-test overhead = (suite time - empty suite time) / N.  Target (issue 4): native <= 10 ms
@@ -116,16 +118,22 @@ def main() -> None:
         if not docker_available():
             print("docker: no daemon reachable (start dockerd for the comparison); skipped")
             return
-        subprocess.run(["docker", "import", str(tar), "pydock-bench-busybox"], check=True,
-                       capture_output=True)
+        from pydock import DockerBackend
+        with DockerBackend() as engine, open(tar, "rb") as f:
+            engine.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="pydock-bench-busybox")
         try:
+            backend = [suite_seconds(work, NATIVE.replace("bench-busybox", "pydock-bench-busybox"),
+                                     n, "--pydock-backend=docker") for _ in range(args.rounds)]
             dock = [suite_seconds(work, DOCKER, n) for _ in range(args.rounds)]
         finally:
             subprocess.run(["docker", "rmi", "pydock-bench-busybox"], capture_output=True,
                            check=False)
+        backend_ms = report("docker backend: fresh container per test",
+                            [(s - base) / n * 1000 for s in backend])
         docker_ms = report("docker: fresh container per test",
                            [(s - base) / n * 1000 for s in dock])
-        print(f"ratio: docker/native = {docker_ms / native_ms:.1f}x")
+        print(f"ratio: docker/native = {docker_ms / native_ms:.1f}x, "
+              f"docker backend/native = {backend_ms / native_ms:.1f}x")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -18,7 +18,8 @@ def pytest_pydock_select_backend(config: pytest.Config, name: str) -> Any | None
     :param name: the ``--pydock-backend`` value: ``auto``, ``native`` or ``docker``.
 
     Stops at the first non-None result.  The built-in implementation (tried last) returns
-    the native engine for ``auto`` and ``native``.
+    the native engine for ``native``, a Docker Engine for ``docker`` and, for ``auto``,
+    the native engine where it can run (Linux, root), else docker.
     """
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from pydock import NativeBackend, PydockError, Store, UsageError
+from pydock import BuildError, EngineUnavailable, NativeBackend, PydockError, Store
 from pydock.ready import Probe
 
 from . import hookspecs
@@ -91,8 +91,25 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_pydock_select_backend(config: pytest.Config, name: str) -> Any:
     settings = config.stash[settings_key]
     if name == "docker":
-        raise UsageError("the docker backend is not available yet; use --pydock-backend=native")
+        return _docker_backend(settings)
+    if name == "auto":
+        # native where it can run (Linux, root: namespaces, mounts, cgroups), else docker
+        from pydock.backends.native.backend import check_host
+        try:
+            check_host()
+        except EngineUnavailable as native:
+            try:
+                return _docker_backend(settings)
+            except EngineUnavailable as docker:
+                raise EngineUnavailable(
+                    f"no container engine: native: {native}; docker: {docker}") from None
     return NativeBackend(Store(settings.store) if settings.store else None)
+
+
+def _docker_backend(settings: Settings) -> Any:
+    from pydock import DockerBackend
+    # kept containers must outlive the session: no session label (close/sweep) for them
+    return DockerBackend() if settings.keep is Keep.NEVER else DockerBackend(session_label=None)
 
 
 def _session(config: pytest.Config) -> PydockSession:
@@ -107,8 +124,23 @@ def _session(config: pytest.Config) -> PydockSession:
         pd.on_finished = lambda c, nodeid, outcome: (
             config.hook.pytest_pydock_container_finished(container=c, nodeid=nodeid,
                                                           outcome=outcome))
+        if not worker:
+            pd.on_build_progress = lambda line: _progress(config, line)
         config.stash[session_key] = pd
     return config.stash[session_key]
+
+
+def _progress(config: pytest.Config, line: str) -> None:
+    """A build progress line on the terminal, live (past the test's output capture)."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None:
+        return
+    if capture is None:
+        terminal.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -158,6 +190,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report: pytest.TestReport = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(BuildError):
+        # A failed build is the error of every test that needs the image: show what failed
+        # (Dockerfile line, the command's output), not the plugin's traceback.
+        err = call.excinfo.value
+        assert isinstance(err, BuildError)
+        report.longrepr = f"pydock build failed: {err}" + (
+            f"\n--- last output of the step ---\n{err.output}" if err.output else "")
     if report.failed or (report.when == "call" and report.outcome != "passed"):
         item.stash[outcome_key] = "failed"
     pd = item.config.stash.get(session_key, None)
@@ -176,18 +215,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     pd = config.stash.get(session_key, None)
-    if pd is None or not pd.records:
+    if pd is None or not (pd.records or pd.builds):
         return
     median = pd.median_start()
     terminalreporter.write_sep("-", "pydock")
+    if pd.builds:
+        steps = sum(b.executed for b in pd.builds)
+        cached = sum(b.cached for b in pd.builds)
+        terminalreporter.write_line(
+            f"{len(pd.builds)} image build{'s' if len(pd.builds) != 1 else ''}: {steps} step"
+            f"{'s' if steps != 1 else ''} run, {cached} from the cache")
     terminalreporter.write_line(
         f"{len(pd.records)} container{'s' if len(pd.records) != 1 else ''} started"
         + (f", median start {median * 1000:.1f} ms" if median is not None else ""))
-    store = pd.backend.store.root
     for record in pd.kept:
-        terminalreporter.write_line(
-            f"kept {record.container.name} ({record.test}): "
-            + KEPT_SHELL.format(store=shlex.quote(str(store)), name=record.container.name))
+        name = record.container.name
+        shell = (KEPT_SHELL.format(store=shlex.quote(str(pd.backend.store.root)), name=name)
+                 if isinstance(pd.backend, NativeBackend) else f"docker exec -it {name} sh")
+        terminalreporter.write_line(f"kept {name} ({record.test}): {shell}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -16,9 +16,22 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING, TypeAlias
 
-from pydock import ExecResult, Image, ImageConfig, Mount, NativeBackend, NativeContainer, RunOptions
+from pydock import (
+    BuildError,
+    BuildOptions,
+    BuildReporter,
+    BuildResult,
+    ExecResult,
+    Image,
+    ImageConfig,
+    Mount,
+    NativeBackend,
+    NativeContainer,
+    RunOptions,
+    build,
+)
 from pydock.ready import (
     ExecProbe,
     HealthcheckProbe,
@@ -29,6 +42,12 @@ from pydock.ready import (
     last_log_lines,
     wait_ready,
 )
+
+if TYPE_CHECKING:
+    from pydock import DockerBackend, DockerContainer
+
+AnyBackend: TypeAlias = "NativeBackend | DockerBackend"
+AnyContainer: TypeAlias = "NativeContainer | DockerContainer"
 
 
 class Keep(enum.Enum):
@@ -42,7 +61,7 @@ class Keep(enum.Enum):
 class Container:
     """A container a test uses: run commands in it, read its output, move files, commit."""
 
-    def __init__(self, inner: NativeContainer, *, image: str) -> None:
+    def __init__(self, inner: AnyContainer, *, image: str) -> None:
         self._c = inner
         self.image = image
         self.id = inner.id
@@ -58,7 +77,7 @@ class Container:
         return self._c.status.value
 
     @property
-    def native(self) -> NativeContainer:
+    def native(self) -> AnyContainer:
         """The engine's handle, for what this class does not wrap."""
         return self._c
 
@@ -76,31 +95,42 @@ class Container:
 
     def put(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
         """Write a file into the container (its directory must exist)."""
+        raw = data.encode() if isinstance(data, str) else data
+        if not isinstance(self._c, NativeContainer):
+            return self._c.put_file(path, raw, mode=mode)
         from pydock.backends.native import rootfs
-        rootfs.put_file(self._c, path, data.encode() if isinstance(data, str) else data,
-                        mode=mode)
+        rootfs.put_file(self._c, path, raw, mode=mode)
 
     def get(self, path: str) -> bytes:
         """Read a file from the container."""
+        if not isinstance(self._c, NativeContainer):
+            return self._c.get_file(path)
         from pydock.backends.native import rootfs
         return rootfs.get_file(self._c, path)
 
     def commit(self, ref: str | None = None, *, changes: Sequence[str] = ()) -> Image:
         """Its writable layer as a new image on top of its image (seed once, fork per test)."""
+        if not isinstance(self._c, NativeContainer):
+            return self._c.commit(ref, changes=changes)
         from pydock.backends.native import rootfs
         return rootfs.commit(self._c, ref=ref, changes=changes)
 
     def address(self, port: int) -> tuple[str, int]:
         """Where the host reaches ``port`` of the container.
 
-        Containers on the host network (``network="host"``) answer on 127.0.0.1; bridge
-        networking with published ports comes with the networking work.
+        Containers on a bridge network (the default ``bridge`` or a user network) answer on
+        their IP address; containers on the host network on 127.0.0.1.
         """
-        if self._c.spec.network != "host":
-            raise NotImplementedError(
-                f"container {self.name} has no network reachable from the host yet: run it "
-                "with network='host', or probe it from inside (pydock.http)")
-        return ("127.0.0.1", port)
+        if self._c.spec.network == "host":
+            return ("127.0.0.1", port)
+        lookup = getattr(self._c, "ip_address", None)  # a backend without it: no address
+        ip = lookup() if lookup is not None else None
+        if not ip:
+            raise RuntimeError(
+                f"container {self.name} has no address the host can reach (network "
+                f"{self._c.spec.network!r}, or not running): run it on a bridge network, or "
+                "probe it from inside (pydock.http)")
+        return (ip, port)
 
     def url(self, port: int, path: str = "/") -> str:
         host, p = self.address(port)
@@ -138,7 +168,7 @@ class Record:
 class PydockSession:
     """Images and containers for one test session (one per xdist worker)."""
 
-    backend: NativeBackend
+    backend: AnyBackend
     keep: Keep = Keep.NEVER
     worker: str = ""
     current_test: str | None = None
@@ -146,6 +176,9 @@ class PydockSession:
     kept: list[Record] = field(default_factory=list)
     on_started: Callable[[Container], None] | None = None
     on_finished: Callable[[Container, str | None, str | None], None] | None = None
+    on_build_progress: Callable[[str], None] | None = None
+    builds: list[BuildResult] = field(default_factory=list)
+    _built: dict[tuple[object, ...], Image | BuildError] = field(default_factory=dict)
 
     def __enter__(self) -> PydockSession:
         return self
@@ -155,8 +188,50 @@ class PydockSession:
 
     # -- images ------------------------------------------------------------------------------
     def image(self, ref: str) -> Image:
-        """An image already in the store (``pydock images``)."""
-        return self.backend.store.image(ref)
+        """An image already in the store (``pydock images``; docker: the daemon's)."""
+        return self.backend.image(ref)
+
+    def build(self, context: str | os.PathLike[str], dockerfile: str | None = None, *,
+              target: str | None = None, build_args: Mapping[str, str] | None = None,
+              tag: str | None = None, no_cache: bool = False) -> Image:
+        """Build ``context`` into an image; ``dockerfile`` is relative to the context
+        (default ``Dockerfile``).
+
+        Once per session for all xdist workers: each step is built under a lock by the first
+        worker that needs it and found in the cache by the others, and an unchanged image is
+        reused from the store's cache by later sessions.  A failed build raises the same
+        ``BuildError`` (Dockerfile line, command output) for every test that needs it.
+        """
+        args = dict(build_args or {})
+        key = (os.path.abspath(context), dockerfile, target, tuple(sorted(args.items())), tag,
+               no_cache)
+        done = self._built.get(key)
+        if isinstance(done, BuildError):
+            raise done
+        if done is not None:
+            return done
+        try:
+            image = self._build(os.fspath(context), dockerfile, target, args, tag, no_cache)
+        except BuildError as exc:
+            self._built[key] = exc
+            raise
+        self._built[key] = image
+        return image
+
+    def _build(self, context: str, dockerfile: str | None, target: str | None,
+               args: dict[str, str], tag: str | None, no_cache: bool) -> Image:
+        if not isinstance(self.backend, NativeBackend):
+            return self.backend.build(context, dockerfile=dockerfile, target=target,
+                                      build_args=args, tag=tag, no_cache=no_cache)
+        from pydock.sources import resolve_base
+        path = os.path.join(context, dockerfile) if dockerfile else None  # (abs stays abs)
+        opts = BuildOptions(context=context, dockerfile=path, target=target, build_args=args,
+                            tags=(tag,) if tag else (), no_cache=no_cache)
+        reporter = _ProgressReporter(context, self.on_build_progress)
+        result = build(self.backend.store, opts, backend=self.backend, reporter=reporter,
+                       resolve_base=resolve_base)
+        self.builds.append(result)
+        return result.image
 
     def import_image(self, tarball: str | os.PathLike[str] | IO[bytes], ref: str, *,
                      changes: Sequence[str] = ()) -> Image:
@@ -164,10 +239,12 @@ class PydockSession:
         image, so every xdist worker may call this: the store dedupes."""
         from pydock.changes import apply_changes
         config = apply_changes(ImageConfig(), changes)
+        # native: into its store; docker: into the daemon (the same image config)
+        into = self.backend.store if isinstance(self.backend, NativeBackend) else self.backend
         if isinstance(tarball, (str, os.PathLike)):
             with open(tarball, "rb") as f:
-                return self.backend.store.import_tar(f, config=config, ref=ref)
-        return self.backend.store.import_tar(tarball, config=config, ref=ref)
+                return into.import_tar(f, config=config, ref=ref)
+        return into.import_tar(tarball, config=config, ref=ref)
 
     # -- probes (shorthands so tests need only the fixture) ---------------------------------
     port = staticmethod(lambda port, proto="tcp": PortProbe(port, proto))
@@ -280,6 +357,19 @@ class PydockSession:
                     pass
                 record.removed = True
         self.backend.close()
+
+
+class _ProgressReporter(BuildReporter):
+    """Build progress as one line per step (``building CONTEXT: step 3/10 RUN make``)."""
+
+    def __init__(self, context: str, sink: Callable[[str], None] | None) -> None:
+        self.context = context
+        self.sink = sink
+
+    def step(self, number: int, total: int, text: str) -> None:
+        if self.sink is not None:
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            self.sink(f"pydock: building {self.context}: step {number}/{total} {first[:60]}")
 
 
 def _session_label() -> str:

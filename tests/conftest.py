@@ -166,7 +166,23 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
         for d in dirnames:
             if d.startswith(prefix):
                 found["cgroups"].append(os.path.join(dirpath, d))
+    found["links"] = network_links(store_dir)
     return {k: v for k, v in found.items() if v}
+
+
+def network_links(store_dir: Path) -> list[str]:
+    """Links named pdk* of the store: veth host ends (pdk<store tag>...), bridges of its
+    networks, and bridges named like a network's that no network owns (a leak of anyone)."""
+    from pydock.backends.native.network_ipam import BRIDGE_PREFIX, peek
+    from pydock.backends.native.state import store_tag
+
+    veths = f"pdk{store_tag(store_dir)[:6]}"
+    nets = peek().networks()
+    mine = {n.bridge for n in nets if n.store == str(store_dir.resolve())}
+    known = {n.bridge for n in nets}
+    return [name for name in sorted(os.listdir("/sys/class/net"))
+            if name.startswith(veths) or name in mine
+            or (name.startswith(BRIDGE_PREFIX) and name not in known)]
 
 
 def _in_container_of(pid: str, run_dirs: tuple[str, ...]) -> bool:

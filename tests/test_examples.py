@@ -18,3 +18,23 @@ def test_cli_image_example_passes(tmp_path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "5 passed" in r.stdout
+
+
+def test_cli_image_example_passes_with_docker(tmp_path) -> None:
+    """The same suite against a Docker daemon (--pydock-backend=docker)."""
+    from conftest import require_service
+    from dockerhelp import docker_api, session_leftovers
+
+    api = docker_api()
+    require_service(api is not None, "a Docker daemon (docker version)")
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", str(EXAMPLES / "cli_image"), "-q",
+                            "-p", "no:cacheprovider", "--pydock-backend=docker"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "5 passed" in r.stdout
+        assert session_leftovers(api) == []
+    finally:
+        if api is not None:
+            for image in api.images(name="example/tools"):
+                api.remove_image(image["Id"], force=True)

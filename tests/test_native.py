@@ -112,10 +112,10 @@ def test_command_not_found_is_127_with_dockers_message(backend) -> None:
 
 
 def test_network_none_has_only_loopback_and_it_is_up(backend) -> None:
-    _, out, _ = run(backend, "cat", "/proc/net/dev")
+    _, out, _ = run(backend, "cat", "/proc/net/dev", network="none")
     names = [line.split(":")[0].strip() for line in out.split("\n")[2:] if line]
     assert names == ["lo"]
-    _, out, _ = run(backend, "cat", "/sys/class/net/lo/operstate")
+    _, out, _ = run(backend, "cat", "/sys/class/net/lo/operstate", network="none")
     assert out.strip() in ("unknown", "up")
 
 

@@ -10,23 +10,44 @@ import time
 
 import pytest
 from conftest import leftovers, needs_root
+from dockerhelp import docker_busybox, docker_raw, session_leftovers
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
+__all__ = ["docker_busybox", "docker_raw"]  # fixtures used here
+
+# Backend-independent behaviour runs against both engines (docker: a real daemon).
+BOTH = pytest.mark.parametrize("pd_backend", ["native", "docker"])
 
 
 @pytest.fixture
-def run(pytester: pytest.Pytester, store_dir, busybox_image):  # type: ignore[no-untyped-def]
-    """Run pytest on the given test files against the busybox store; returns the result."""
-    needs_root()
+def pd_backend() -> str:
+    """The engine of the pytester runs (tests marked BOTH run with each)."""
+    return "native"
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, store_dir, pd_backend, request):  # type: ignore[no-untyped-def]
+    """Run pytest on the given test files against the busybox image of the chosen backend
+    (docker: the tests' "busybox" is that image's name there); returns the result."""
+    if pd_backend == "native":
+        needs_root()
+        request.getfixturevalue("busybox_image")
+        image, options = "busybox", [f"--pydock-store={store_dir}"]
+    else:
+        image, options = request.getfixturevalue("docker_busybox"), ["--pydock-backend=docker"]
 
     def go(*args: str, **files: str) -> pytest.RunResult:
-        pytester.makepyfile(**files)
-        return pytester.runpytest_subprocess(f"--pydock-store={store_dir}", "-p", "no:cacheprovider",
-                                             *args, timeout=120)
+        pytester.makepyfile(**{k: v.replace('"busybox"', f'"{image}"') for k, v in files.items()})
+        result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider",
+                                               *args, timeout=120)
+        if pd_backend == "docker":
+            assert session_leftovers(request.getfixturevalue("docker_raw")) == []
+        return result
     return go
 
 
+@BOTH
 def test_container_fixture_gives_each_test_a_fresh_container(run, store_dir) -> None:
     result = run(test_fresh="""
         import pytest
@@ -44,6 +65,7 @@ def test_container_fixture_gives_each_test_a_fresh_container(run, store_dir) -> 
     assert not list((store_dir / "containers").glob("*/config.json"))
 
 
+@BOTH
 def test_run_with_readiness_and_http_probe(run) -> None:
     result = run(test_web="""
         SERVE = "mkdir /www; echo hi > /www/index.html; sleep 0.2; httpd -f -p 8080 -h /www"
@@ -58,6 +80,7 @@ def test_run_with_readiness_and_http_probe(run) -> None:
     result.assert_outcomes(passed=1)
 
 
+@BOTH
 def test_failing_test_report_shows_its_containers(run) -> None:
     result = run(test_fail="""
         import pytest
@@ -69,11 +92,12 @@ def test_failing_test_report_shows_its_containers(run) -> None:
             assert container.exec(["false"]).exit_code == 0
     """)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*pydock container *", "image: busybox",
+    result.stdout.fnmatch_lines(["*pydock container *", "image: *busybox*",
                                  "command: sh -c echo booting service; sleep 300",
                                  "status: running*", "*booting service*"])
 
 
+@BOTH
 def test_container_dying_before_ready_is_a_clear_error(run) -> None:
     result = run(test_dies="""
         import pytest
@@ -89,6 +113,7 @@ def test_container_dying_before_ready_is_a_clear_error(run) -> None:
     assert "Traceback" not in result.stdout.str()
 
 
+@BOTH
 def test_missing_marker_and_missing_image_are_clear(run) -> None:
     result = run(test_bad="""
         import pytest
@@ -105,6 +130,7 @@ def test_missing_marker_and_missing_image_are_clear(run) -> None:
                                  "*image not found: no-such-image*"])
 
 
+@BOTH
 def test_seed_once_fork_per_test(run) -> None:
     result = run(test_seed="""
         import pytest
@@ -176,6 +202,7 @@ def test_hooks_for_other_plugins(run) -> None:
             "('finished', 'test_hooks.py::test_b', 'failed')]") in result.stdout.str()
 
 
+@BOTH
 def test_xdist_workers_each_get_fresh_containers(run) -> None:
     pytest.importorskip("xdist")
     result = run("-n", "2", test_par="""
@@ -235,3 +262,51 @@ def test_ctrl_c_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> 
     assert b"KeyboardInterrupt" in out
     assert not leftovers(store_dir)
     assert not list((store_dir / "containers").glob("*/config.json"))
+
+
+def test_docker_ctrl_c_and_sigkill_leave_nothing(pytester, docker_raw, docker_busybox) -> None:
+    """Ctrl-C: the session removes its containers; SIGKILL: the next session's sweep does."""
+    pytester.makepyfile(test_hang=f"""
+        import pytest, time
+
+        @pytest.mark.pydock(image="{docker_busybox}", command=["sleep", "300"])
+        def test_hang(container):
+            print("RUNNING", flush=True)
+            time.sleep(300)
+    """)
+
+    def hanging() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider",
+                                 "--pydock-backend=docker"], cwd=pytester.path,
+                                stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if b"RUNNING" in line:
+                break
+        return proc
+
+    def ours(pid: int) -> list[str]:
+        return [c["Id"] for c in docker_raw.containers(all=True, filters={"label": "pydock=1"})
+                if c["Labels"].get("pydock.session", "").startswith(f"{pid}:")]
+
+    proc = hanging()
+    assert len(ours(proc.pid)) == 1
+    proc.send_signal(signal.SIGINT)
+    assert b"KeyboardInterrupt" in proc.communicate(timeout=60)[0]
+    assert ours(proc.pid) == []
+
+    proc = hanging()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(ours(proc.pid)) == 1  # nobody was left to remove it
+    pytester.makepyfile(test_hang=f"""
+        import pytest
+
+        @pytest.mark.pydock(image="{docker_busybox}", command=["true"])
+        def test_next_session(container):
+            pass
+    """)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--pydock-backend=docker")
+    result.assert_outcomes(passed=1)
+    assert ours(proc.pid) == []
+    assert session_leftovers(docker_raw) == []

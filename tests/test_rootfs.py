@@ -23,7 +23,8 @@ def host_mounts(store_dir: Path) -> list[str]:
 
 
 def my_children() -> list[int]:
-    """Live processes whose parent is this test process, other than session monitors."""
+    """Live processes whose parent is this test process, other than session monitors and
+    the registry server some tests start."""
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -33,7 +34,9 @@ def my_children() -> list[int]:
                 comm = f.read().strip()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and comm != "pydock-monitor" and fields[0] != "Z":
+        # (the session's registry server is a child too: a service, not a leak)
+        if int(fields[1]) == os.getpid() and comm not in ("pydock-monitor", "docker-registry") \
+                and fields[0] != "Z":
             out.append(int(pid))
     return out
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "Backend": "backends.base", "Capabilities": "backends.base", "Container": "backends.base",
     "Status": "backends.base",
     "NativeBackend": "backends.native.backend", "NativeContainer": "backends.native.backend",
+    "DockerBackend": "backends.docker", "DockerContainer": "backends.docker",
     "ContainerError": "errors", "ContainerNotFound": "errors", "DockerfileError": "errors",
     "EngineUnavailable": "errors", "ExecError": "errors", "ImageNotFound": "errors",
     "InvalidState": "errors", "LayerError": "errors", "NameConflict": "errors",
@@ -30,6 +31,13 @@ _EXPORTS = {
     "Image": "models", "ImageConfig": "models", "ImageRef": "models", "Mount": "models",
     "RunOptions": "spec",
     "Store": "store",
+    "BuildError": "errors", "BuildOptions": "builder", "BuildReporter": "builder",
+    "BuildResult": "builder", "build": "builder",
+    "RegistryError": "errors", "Progress": "sources.registry", "pull": "sources.registry",
+    "push": "sources.registry", "push_index": "sources.registry",
+    "ArchiveError": "errors", "LoadedImage": "sources.archives",
+    "load_images": "sources.archives", "save_images": "sources.archives",
+    "HostViewError": "errors", "host_image": "sources.host",
 }
 
 __all__ = [
@@ -38,6 +46,11 @@ __all__ = [
     "ExitStatus", "Image", "ImageConfig", "ImageNotFound", "ImageRef", "InvalidState",
     "LayerError", "Mount", "NameConflict", "NativeBackend", "NativeContainer", "PydockError",
     "RunOptions", "StartError", "Status", "Store", "StoreError", "UsageError",
+    "BuildError", "BuildOptions", "BuildReporter", "BuildResult", "build",
+    "Progress", "RegistryError", "pull", "push", "push_index",
+    "DockerBackend", "DockerContainer",
+    "ArchiveError", "LoadedImage", "load_images", "save_images",
+    "HostViewError", "host_image",
 ]
 
 
@@ -56,22 +69,31 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from .backends.base import Backend, Capabilities, Container, Status
+    from .backends.docker import DockerBackend, DockerContainer
     from .backends.native.backend import NativeBackend, NativeContainer
+    from .builder import BuildOptions, BuildReporter, BuildResult, build
     from .errors import (
+        ArchiveError,
+        BuildError,
         ContainerError,
         ContainerNotFound,
         DockerfileError,
         EngineUnavailable,
         ExecError,
+        HostViewError,
         ImageNotFound,
         InvalidState,
         LayerError,
         NameConflict,
         PydockError,
+        RegistryError,
         StartError,
         StoreError,
         UsageError,
     )
     from .models import ContainerSpec, ExecResult, ExitStatus, Image, ImageConfig, ImageRef, Mount
+    from .sources.archives import LoadedImage, load_images, save_images
+    from .sources.host import host_image
+    from .sources.registry import Progress, pull, push, push_index
     from .spec import RunOptions
     from .store import Store

@@ -336,6 +336,8 @@ class _Extractor:
         os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=pfd)
         self._chown(member, lambda: os.chown(
             name, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False))
+        ns = _mtime_ns(member.mtime)  # the re-tarred layer must give the same diff_id
+        os.utime(name, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
 
     # metadata
 

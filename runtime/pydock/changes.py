@@ -23,11 +23,11 @@ from .models import ImageConfig
 from .spec import parse_signal
 
 _PROTOCOLS = ("tcp", "udp", "sctp")
-_HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
+HEALTH_FLAGS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
                  "start-interval": "StartInterval", "retries": "Retries"}
 
 
-class _BadChange(Exception):
+class InvalidValue(Exception):
     """A --change line is wrong; the message says why (wrapped with the line by the caller)."""
 
 
@@ -37,14 +37,14 @@ class _BadChange(Exception):
 def _pairs(cmd: Any, config: ImageConfig) -> list[tuple[str, str]]:
     values = cmd.value
     if not values or len(values) % 2:
-        raise _BadChange(f"{cmd.cmd.upper()} needs KEY=VALUE pairs")
+        raise InvalidValue(f"{cmd.cmd.upper()} needs KEY=VALUE pairs")
     env = config.env_dict()
     return [(expand(k, env), expand(v, env)) for k, v in zip(values[::2], values[1::2], strict=False)]
 
 
 def _one(cmd: Any, config: ImageConfig) -> str:
     if len(cmd.value) != 1:
-        raise _BadChange(f"{cmd.cmd.upper()} takes exactly one argument")
+        raise InvalidValue(f"{cmd.cmd.upper()} takes exactly one argument")
     return expand(cmd.value[0], config.env_dict())
 
 
@@ -52,14 +52,14 @@ def _command(cmd: Any, config: ImageConfig) -> tuple[str, ...]:
     if cmd.json:
         return tuple(cmd.value)
     if not cmd.value:
-        raise _BadChange(f"{cmd.cmd.upper()} needs a command")
+        raise InvalidValue(f"{cmd.cmd.upper()} needs a command")
     return (*(config.shell or ("/bin/sh", "-c")), cmd.value[0])
 
 
 def _env(cmd: Any, config: ImageConfig) -> ImageConfig:
     for key, value in _pairs(cmd, config):  # all of a line's values see the env before it
         if not key:
-            raise _BadChange("ENV names an empty variable")
+            raise InvalidValue("ENV names an empty variable")
         config = config.with_env(key, value)
     return config
 
@@ -70,29 +70,29 @@ def _label(cmd: Any, config: ImageConfig) -> ImageConfig:
     return replace(config, labels=tuple(sorted(labels.items())))
 
 
-def _ports(spec: str) -> list[str]:
+def port_specs(spec: str) -> list[str]:
     port, _, proto = spec.partition("/")
     proto = (proto or "tcp").lower()
     if proto not in _PROTOCOLS:
-        raise _BadChange(f"invalid protocol in port {spec!r} (tcp, udp or sctp)")
+        raise InvalidValue(f"invalid protocol in port {spec!r} (tcp, udp or sctp)")
     first, _, last = port.partition("-")
     try:
         low, high = int(first), int(last or first)
     except ValueError:
-        raise _BadChange(f"invalid port {spec!r}") from None
+        raise InvalidValue(f"invalid port {spec!r}") from None
     if not 1 <= low <= high <= 65535:
-        raise _BadChange(f"invalid port range {spec!r} (1-65535)")
+        raise InvalidValue(f"invalid port range {spec!r} (1-65535)")
     return [f"{n}/{proto}" for n in range(low, high + 1)]
 
 
 def _expose(cmd: Any, config: ImageConfig) -> ImageConfig:
     if not cmd.value:
-        raise _BadChange("EXPOSE needs at least one port")
+        raise InvalidValue("EXPOSE needs at least one port")
     env = config.env_dict()
     ports = set(config.exposed_ports)
     for word in cmd.value:
         for spec in split_words(word, env):
-            ports.update(_ports(spec))
+            ports.update(port_specs(spec))
     return replace(config, exposed_ports=tuple(sorted(ports)))
 
 
@@ -100,7 +100,7 @@ def _volume(cmd: Any, config: ImageConfig) -> ImageConfig:
     env = config.env_dict()
     paths = [expand(v, env) for v in cmd.value]
     if not paths or not all(paths):
-        raise _BadChange("VOLUME needs a path")
+        raise InvalidValue("VOLUME needs a path")
     return replace(config, volumes=tuple(sorted({*config.volumes, *paths})))
 
 
@@ -115,50 +115,50 @@ def _stopsignal(cmd: Any, config: ImageConfig) -> ImageConfig:
     try:
         parse_signal(sig)  # the one definition of a valid signal (run --stop-signal uses it)
     except UsageError:
-        raise _BadChange(f"invalid signal {sig!r}") from None
+        raise InvalidValue(f"invalid signal {sig!r}") from None
     return replace(config, stop_signal=sig)
 
 
-def _duration_ns(text: str) -> int:
+def duration_ns(text: str) -> int:
     try:
         total = parse_duration(text)
     except ValueError:
-        raise _BadChange(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)") from None
+        raise InvalidValue(f"invalid duration {text!r} (e.g. 30s, 1m30s, 500ms)") from None
     if total < 1_000_000:
-        raise _BadChange(f"duration {text!r} must be at least 1ms")
+        raise InvalidValue(f"duration {text!r} must be at least 1ms")
     return total
 
 
 def _healthcheck(cmd: Any, config: ImageConfig) -> ImageConfig:
     if not cmd.value:
-        raise _BadChange("HEALTHCHECK needs NONE or CMD")
+        raise InvalidValue("HEALTHCHECK needs NONE or CMD")
     kind = cmd.value[0].upper()
     if kind == "NONE":
         if len(cmd.value) > 1 or cmd.flags:
-            raise _BadChange("HEALTHCHECK NONE takes no arguments")
+            raise InvalidValue("HEALTHCHECK NONE takes no arguments")
         return replace(config, healthcheck={"Test": ["NONE"]})
     if kind != "CMD" or len(cmd.value) < 2:
-        raise _BadChange("HEALTHCHECK needs NONE or CMD <command>")
+        raise InvalidValue("HEALTHCHECK needs NONE or CMD <command>")
     test = ["CMD", *cmd.value[1:]] if cmd.json else ["CMD-SHELL", cmd.value[1]]
     check: dict[str, Any] = {"Test": test}
     for flag in cmd.flags:
         key, _, value = flag.removeprefix("--").partition("=")
-        if key not in _HEALTH_FLAGS:
-            raise _BadChange(f"unknown HEALTHCHECK flag {flag!r}")
-        check[_HEALTH_FLAGS[key]] = _retries(value) if key == "retries" else _duration_ns(value)
+        if key not in HEALTH_FLAGS:
+            raise InvalidValue(f"unknown HEALTHCHECK flag {flag!r}")
+        check[HEALTH_FLAGS[key]] = retries_count(value) if key == "retries" else duration_ns(value)
     return replace(config, healthcheck=check)
 
 
-def _retries(value: str) -> int:
+def retries_count(value: str) -> int:
     if not value.isdigit():
-        raise _BadChange(f"--retries must be a whole number, not {value!r}")
+        raise InvalidValue(f"--retries must be a whole number, not {value!r}")
     return int(value)
 
 
 def _onbuild(cmd: Any, config: ImageConfig) -> ImageConfig:
     trigger = cmd.original.split(None, 1)[1] if len(cmd.original.split(None, 1)) > 1 else ""
     if not cmd.sub_cmd or cmd.sub_cmd.upper() in ("ONBUILD", "FROM", "MAINTAINER"):
-        raise _BadChange(f"invalid ONBUILD trigger {trigger!r}")
+        raise InvalidValue(f"invalid ONBUILD trigger {trigger!r}")
     return replace(config, on_build=(*config.on_build, trigger))
 
 
@@ -208,7 +208,7 @@ def apply_changes(config: ImageConfig, changes: Sequence[str]) -> ImageConfig:
                 )
             try:
                 config = handler(cmd, config)
-            except _BadChange as exc:
+            except InvalidValue as exc:
                 raise DockerfileError(f"invalid --change {change!r}: {exc}") from None
             except DockerfileError as exc:
                 raise DockerfileError(f"invalid --change {change!r}: {exc.reason}") from None

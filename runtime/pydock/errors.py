@@ -7,14 +7,21 @@
      +-- StoreError                 the image store cannot be read or written
      |    +-- ImageNotFound         no image by that name, tag or id
      |    +-- LayerError            a layer archive is corrupt or escapes the layer
+     |    +-- ArchiveError          an image archive (docker save, OCI layout) is bad or unsafe
+     |    +-- HostViewError         no host base image here, or a host layer asked to be exported
      +-- DockerfileError            a Dockerfile (or --change line) does not parse
+     +-- RegistryError              a registry request failed (names the ref, registry, status)
+     +-- BuildError                 a build step failed (names the Dockerfile line; RUN output)
      +-- ContainerError             a container operation failed
      |    +-- ContainerNotFound     no container by that name or id
      |    +-- NameConflict          the name is taken by another container
      |    +-- InvalidState          e.g. start of a running container, rm of a running one
      |    +-- StartError            the container could not be started (names the setup step)
      |    +-- ExecError             exec into a container failed before the command ran
-     +-- EngineUnavailable          the native engine cannot run here (says what is missing)
+     +-- NetworkError               a network operation failed (port mapping, nft, fault)
+     |    +-- PortAllocated         the asked host port is taken (Docker's wording)
+     |    +-- NetworkNotFound       no network by that name or id (also a UsageError)
+     +-- EngineUnavailable          no usable engine: native cannot run here, or no Docker daemon
 
 Every message names the image, container, file or option concerned and, where there is one,
 the fix.  The CLI prints ``pydock: error: <message>`` and exits non-zero; it never shows a
@@ -50,6 +57,16 @@ class ImageNotFound(StoreError):
 
 class LayerError(StoreError):
     """A layer archive is corrupt or has an entry escaping the layer."""
+
+
+class ArchiveError(StoreError):
+    """An image archive (``docker save`` output, an OCI image layout tar) is corrupt,
+    incomplete, inconsistent with its digests or has an entry escaping the archive."""
+
+
+class HostViewError(StoreError):
+    """The host base image (pydock:host) cannot be made on this host (says why), or one of
+    its layers, a view of the host's own files, was asked to be exported or copied."""
 
 
 class DockerfileError(PydockError):
@@ -106,6 +123,33 @@ class DockerfileError(PydockError):
                                source=source, span=span)
 
 
+class BuildError(PydockError):
+    """A build step failed: ``path:line: INSTRUCTION: reason``, and for a RUN its exit code
+    and the last lines of its output (``output``)."""
+
+    def __init__(self, reason: str, *, path: str | None = None, line: int | None = None,
+                 instruction: str | None = None, exit_code: int | None = None,
+                 output: str = "") -> None:
+        where = f"{path}:{line}: " if path and line else (f"{path}: " if path else "")
+        text = f"{where}{instruction}: {reason}" if instruction else f"{where}{reason}"
+        super().__init__(text)
+        self.reason = reason
+        self.path = path
+        self.line = line
+        self.instruction = instruction
+        self.step_exit_code = exit_code
+        self.output = output
+
+
+class RegistryError(PydockError):
+    """A pull or push failed: the message names the reference, the registry and, for an HTTP
+    error, its status (also in ``status``)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ContainerError(PydockError):
     """A container operation failed."""
 
@@ -142,5 +186,25 @@ class ExecError(ContainerError):
         self.exit_code = exit_code
 
 
+class NetworkError(PydockError):
+    """A network operation failed (port mapping, nftables, traffic control)."""
+
+
+class PortAllocated(NetworkError):
+    """The asked host port is taken: ``Bind for 0.0.0.0:8080 failed: port is already allocated``."""
+
+
+class NetworkNotFound(NetworkError, UsageError):
+    """No network by that name or id (a bad ``--network`` value is the caller's mistake)."""
+
+    exit_code = 1
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"unknown network {ref!r}: no such network (see `pydock network ls`; "
+                         f"create it with `pydock network create {ref}`)")
+        self.ref = ref
+
+
 class EngineUnavailable(PydockError):
-    """The native engine cannot run on this host; the message says what is missing."""
+    """The native engine cannot run on this host, or no Docker daemon answers; the message
+    says what is missing."""

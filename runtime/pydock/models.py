@@ -36,10 +36,20 @@ class ImageRef:
             )
         if not _TAG_RE.match(tag):
             raise UsageError(f"invalid tag in reference {text!r}: {tag!r}")
-        return cls(name, tag)
+        return cls(_familiar(name), tag)
 
     def __str__(self) -> str:
         return f"{self.name}:{self.tag}"
+
+
+def _familiar(name: str) -> str:
+    """Docker's short form of a Docker Hub name: ``docker.io/library/busybox`` -> ``busybox``."""
+    for hub in ("docker.io/", "index.docker.io/"):
+        if name.startswith(hub):
+            rest = name[len(hub):]
+            library = rest.removeprefix("library/")
+            return library if "/" not in library else rest
+    return name
 
 
 def _tuple_or_none(value: Any) -> tuple[str, ...] | None:
@@ -171,7 +181,9 @@ class ContainerSpec:
     name: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     mounts: tuple[Mount, ...] = ()
-    network: str = "none"
+    network: str = "bridge"          # bridge (the default network), none, host, or a user network
+    network_aliases: tuple[str, ...] = ()           # more names on a user network
+    extra_hosts: tuple[tuple[str, str], ...] = ()   # --add-host (host, ip or "host-gateway")
     init: bool = False
     tty: bool = False
     stdin_open: bool = False

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Protocol
 from .errors import ContainerError
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from .backends.docker import DockerContainer
     from .backends.native.backend import NativeContainer
+
+    AnyContainer: TypeAlias = NativeContainer | DockerContainer
 
 
 class NotReady(ContainerError):
@@ -28,7 +33,7 @@ class NotReady(ContainerError):
 
 
 class Probe(Protocol):
-    def check(self, container: NativeContainer) -> bool: ...
+    def check(self, container: AnyContainer) -> bool: ...
     def describe(self) -> str: ...
 
 
@@ -73,6 +78,16 @@ def in_netns(pid: int, fn: Callable[[], object], timeout: float = 5.0) -> object
     return result.get("value")
 
 
+def _ports(container: AnyContainer) -> set[tuple[str, int]]:
+    """The container's listening ports: its backend's own check when it has one (docker),
+    else the socket table of the native container's network namespace."""
+    own = getattr(container, "listening_ports", None)
+    if own is not None:
+        return set(own())
+    pid = container.pid
+    return _listening_ports(pid) if pid else set()
+
+
 @dataclass(frozen=True)
 class PortProbe:
     """A TCP port listening (or UDP port bound) inside the container."""
@@ -80,9 +95,8 @@ class PortProbe:
     port: int
     proto: str = "tcp"
 
-    def check(self, container: NativeContainer) -> bool:
-        pid = container.pid
-        return bool(pid) and (self.proto, self.port) in _listening_ports(pid)
+    def check(self, container: AnyContainer) -> bool:
+        return (self.proto, self.port) in _ports(container)
 
     def describe(self) -> str:
         return f"port {self.port}/{self.proto} listening"
@@ -94,7 +108,7 @@ class LogProbe:
 
     pattern: str
 
-    def check(self, container: NativeContainer) -> bool:
+    def check(self, container: AnyContainer) -> bool:
         out, err = container.logs()
         rx = re.compile(self.pattern)
         return any(rx.search(line) for line in
@@ -110,7 +124,7 @@ class ExecProbe:
 
     command: tuple[str, ...]
 
-    def check(self, container: NativeContainer) -> bool:
+    def check(self, container: AnyContainer) -> bool:
         return container.exec(list(self.command), timeout=10).exit_code == 0
 
     def describe(self) -> str:
@@ -125,9 +139,12 @@ class HttpProbe:
     path: str = "/"
     status: int | None = 200
 
-    def check(self, container: NativeContainer) -> bool:
-        pid = container.pid
-        if not pid or ("tcp", self.port) not in _listening_ports(pid):
+    def check(self, container: AnyContainer) -> bool:
+        if ("tcp", self.port) not in _ports(container):
+            return False
+        # docker: a host PID in its netns, or a clear error when the daemon is remote
+        pid = getattr(container, "netns_pid", lambda: container.pid)()
+        if not pid:
             return False
 
         def get() -> int:
@@ -152,8 +169,8 @@ class HttpProbe:
 class HealthcheckProbe:
     """The image's HEALTHCHECK command succeeding (``CMD`` or ``CMD-SHELL`` form)."""
 
-    def check(self, container: NativeContainer) -> bool:
-        test = container.backend.store.image(container.dir.config["image_id"]).config.healthcheck
+    def check(self, container: AnyContainer) -> bool:
+        test = container.backend.image(container.spec.image_id).config.healthcheck
         command = (test or {}).get("Test") or []
         if not command or command[0] == "NONE":
             raise NotReady(f"container {container.name}: its image has no HEALTHCHECK")
@@ -164,7 +181,7 @@ class HealthcheckProbe:
         return "the image's HEALTHCHECK passing"
 
 
-def wait_ready(container: NativeContainer, probes: Sequence[Probe], *, timeout: float = 30.0,
+def wait_ready(container: AnyContainer, probes: Sequence[Probe], *, timeout: float = 30.0,
                interval: float = 0.02) -> float:
     """Poll until every probe passes; returns the seconds it took.
 
@@ -194,7 +211,7 @@ def _names(probes: Sequence[Probe]) -> str:
     return ", ".join(p.describe() for p in probes)
 
 
-def last_log_lines(container: NativeContainer, n: int = 20) -> str:
+def last_log_lines(container: AnyContainer, n: int = 20) -> str:
     out, err = container.logs()
     lines = [f"  {line}" for line in (out + err).decode(errors="replace").splitlines()[-n:]]
     return "last log lines:\n" + "\n".join(lines) if lines else "(no log output)"

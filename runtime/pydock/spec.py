@@ -12,7 +12,8 @@ from .errors import UsageError
 from .models import ContainerSpec, Image, Mount
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-NETWORKS = ("none", "host")
+NETWORKS = ("bridge", "none", "host")   # builtin; any other valid name is a user network
+_NETWORK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 _UNSET = object()
 
@@ -30,7 +31,9 @@ class RunOptions:
     name: str | None = None
     labels: Mapping[str, str] | None = None
     mounts: Sequence[Mount] = ()
-    network: str = "none"
+    network: str = "bridge"
+    network_aliases: Sequence[str] = ()
+    extra_hosts: Sequence[str] = ()          # "HOST:IP", IP may be host-gateway
     init: bool = False
     tty: bool = False
     stdin_open: bool = False
@@ -105,7 +108,9 @@ def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> Container
         name=(opts.name or "").lstrip("/"),
         labels=tuple(sorted({**image.config.labels_dict, **(opts.labels or {})}.items())),
         mounts=tuple(opts.mounts),
-        network=opts.network,
+        network="bridge" if opts.network == "default" else opts.network,
+        network_aliases=tuple(opts.network_aliases),
+        extra_hosts=tuple(parse_add_host(h) for h in opts.extra_hosts),
         init=opts.init,
         tty=opts.tty,
         stdin_open=opts.stdin_open,
@@ -155,8 +160,17 @@ def _check_user(spec: ContainerSpec) -> str | None:
 
 
 def _check_network(spec: ContainerSpec) -> str | None:
-    if spec.network not in NETWORKS:
-        return f"unknown network {spec.network!r}: the native engine supports none and host"
+    if spec.network.startswith("container:"):
+        return (f"unknown network {spec.network!r}: the native engine does not share network "
+                "namespaces between containers (use a user network)")
+    if not _NETWORK_RE.match(spec.network):
+        return f"unknown network {spec.network!r}: not a valid network name"
+    if spec.network_aliases and spec.network in NETWORKS:
+        return ("network-scoped aliases are supported only for containers in user defined "
+                "networks")
+    for alias in spec.network_aliases:
+        if not _NETWORK_RE.match(alias):
+            return f"invalid network alias {alias!r}"
     return None
 
 
@@ -312,6 +326,20 @@ def read_env_file(path: str, *, host_env: Mapping[str, str]) -> list[str]:
             raise UsageError(f"{path}:{number}: invalid variable name {key!r}")
         items.append(line)
     return parse_env(items, host_env=host_env)
+
+
+def parse_add_host(text: str) -> tuple[str, str]:
+    """``--add-host HOST:IP`` (or ``HOST=IP``; IP may be ``host-gateway``) -> (host, ip)."""
+    import ipaddress
+    host, sep, ip = text.partition("=") if "=" in text else text.partition(":")
+    if not sep or not host or not ip:
+        raise UsageError(f"invalid argument {text!r} for --add-host: use HOST:IP")
+    if ip != "host-gateway":
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise UsageError(f"invalid IP address in --add-host {text!r}: {ip!r}") from None
+    return host, ip.strip("[]")
 
 
 def parse_cpus(text: str) -> float:

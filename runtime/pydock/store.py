@@ -5,6 +5,8 @@ Layout under the root (every write goes to ``tmp/`` first and is renamed into pl
     layers/<16 hex>        a layer directory in overlayfs format (short name: lowerdir limit)
     layers/<16 hex>.json   {"diff_id": ..., "size": ...}
     layers/empty           an empty directory, the lowerdir of a layerless image
+    layers/<16 hex> -> ..  a host layer (pydock:host, sources/host.py): a symlink the store
+                           never follows, copies or deletes through; meta {"host": ...}
     images/<64 hex>.json   the OCI image config, byte for byte (image id = sha256 of it)
     tags.json              {"name:tag": "sha256:<image id>"}
     tmp/                   staging, entries named <kind>-<pid>-... so gc can spot stale ones
@@ -31,7 +33,7 @@ from typing import IO, Any
 from filelock import FileLock
 
 from .archive import copy_tree, extract_layer, tree_size, write_layer_tar
-from .errors import ImageNotFound, LayerError, StoreError, UsageError
+from .errors import HostViewError, ImageNotFound, LayerError, StoreError, UsageError
 from .models import Image, ImageConfig, ImageRef
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -100,7 +102,7 @@ class Store:
     """A content-addressed image store in one directory; safe to share between processes."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root else self.default_root()
+        self.root = Path(os.path.abspath(root if root else self.default_root()))
         self._lock = FileLock(str(self.root / "lock"))
         self._init_dirs()
 
@@ -141,6 +143,11 @@ class Store:
     @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
+
+    @property
+    def build_cache_dir(self) -> Path:
+        """Where the builder keeps its step cache (see ``pydock.builder.cache``)."""
+        return self.root / "build-cache"
 
     @property
     def containers_dir(self) -> Path:
@@ -257,10 +264,31 @@ class Store:
                 return f"sha256:{matches[0]}"
         raise ImageNotFound(ref)
 
+    def has_image(self, image_id: str) -> bool:
+        """Whether the image with the full id ``image_id`` is in the store."""
+        hexid = image_id.removeprefix("sha256:")
+        return bool(_HEX64.fullmatch(hexid)) and (self.images_dir / f"{hexid}.json").exists()
+
     def image(self, ref: str) -> Image:
-        """The image ``ref`` names: ``name[:tag]``, ``sha256:<hex>``, hex id or unique prefix."""
+        """The image ``ref`` names: ``name[:tag]``, ``sha256:<hex>``, hex id or unique prefix.
+
+        ``pydock:host``, the host base image, is made on first use (``sources/host.py``).
+        """
         tags = self._tags()
-        return self._load(self._resolve(ref, tags), tags)
+        try:
+            return self._load(self._resolve(ref, tags), tags)
+        except ImageNotFound:
+            from .sources.host import host_image, is_host_ref  # it builds on this module
+            if not is_host_ref(ref):
+                raise
+            return host_image(self)
+
+    def lookup(self, ref: str) -> Image | None:
+        """The image ``ref`` names, or None; unlike ``image`` it never makes one."""
+        tags = self._tags()
+        with contextlib.suppress(ImageNotFound):
+            return self._load(self._resolve(ref, tags), tags)
+        return None
 
     def images(self) -> list[Image]:
         """All images, newest first."""
@@ -307,7 +335,8 @@ class Store:
             if meta is not None and meta.get("diff_id") != diff_id:
                 raise StoreError(f"layer name clash: {diff_id} and {meta.get('diff_id')}")
             if meta is None:
-                meta = {"diff_id": diff_id, "size": tree_size(dest)}
+                meta = {"diff_id": diff_id,
+                        "size": 0 if dest.is_symlink() else tree_size(dest)}
                 self._write_atomic(meta_path, _encode(meta))
             return
         os.rename(staged, dest)
@@ -322,6 +351,8 @@ class Store:
         Returns its diff_id.  The layer is pinned for this process until ``create_image``
         uses it, so a concurrent ``gc`` or ``rmi`` cannot remove it in between.
         """
+        if Path(src_dir).is_symlink():
+            raise HostViewError(f"{src_dir} is a symlink (a host layer?): not copied")
         with self._staging("commit") as stage:
             staged = stage / "layer"
             copy_tree(Path(src_dir), staged)
@@ -336,6 +367,45 @@ class Store:
     def has_layer(self, diff_id: str) -> bool:
         """Whether the layer ``diff_id`` is in the store."""
         return self.layer_path(diff_id).is_dir()
+
+    def add_host_layer(self, diff_id: str, *, link: str | None = None,
+                       fill: Callable[[Path], None] | None = None) -> str:
+        """Publish a layer of a host base image (``sources/host.py``); pinned like
+        ``add_layer_tar`` until ``create_image`` uses it; a no-op when it exists.
+
+        With ``link``: a host reference, ``layers/<short>`` made a symlink to ``link``, which
+        the store never follows to write, copy or delete.  With ``fill``: a directory that
+        ``fill(dir)`` writes (the mask: whiteouts, opaque and redirect xattrs).  The diff_id
+        is the caller's (no tar has it): ``layer_tar`` refuses host layers.
+        """
+        kind = "reference" if link is not None else "mask"
+        with self._staging("host") as stage:
+            staged = stage / "layer"
+            if link is not None:
+                os.symlink(link, staged)
+            else:
+                staged.mkdir()
+                staged.chmod(0o755)
+                if fill is not None:
+                    fill(staged)
+            with self.lock():
+                dest = self.layer_path(diff_id)
+                if dest.is_symlink() and not dest.is_dir():
+                    dest.unlink()  # dangling: its target went
+                if not dest.is_dir():
+                    os.rename(staged, dest)
+                    meta = {"diff_id": diff_id, "host": kind,
+                            "size": 0 if link is not None else tree_size(dest)}
+                    self._write_atomic(dest.with_suffix(".json"), _encode(meta))
+                elif not self.is_host_layer(diff_id):
+                    raise StoreError(f"layer name clash: {diff_id} and the layer at {dest}")
+                self._pin(diff_id).touch()
+        return diff_id
+
+    def is_host_layer(self, diff_id: str) -> bool:
+        """Whether ``diff_id`` is a layer of a host base image (a reference or its mask)."""
+        return self.layer_path(diff_id).is_symlink() or \
+            "host" in (self._layer_meta(diff_id) or {})
 
     def add_layer_tar(self, fileobj: IO[bytes], *, expected_diff_id: str | None = None) -> str:
         """Extract a layer tar (plain, gzip, bzip2 or xz; OCI whiteouts) into the store.
@@ -418,6 +488,9 @@ class Store:
         ``docker save`` archives must use the returned digest.
         """
         path = self.layer_path(diff_id)
+        if self.is_host_layer(diff_id):
+            raise HostViewError(f"layer {diff_id} is a view of this host's own files "
+                                "(pydock:host): the host base layer cannot be exported")
         if not path.is_dir():
             raise StoreError(f"layer {diff_id} is not in the store {self.root}")
         return write_layer_tar(path, fileobj)
@@ -563,6 +636,10 @@ class Store:
                 doc = self._config_doc(f"sha256:{hexid}")
                 diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or ()
                 names.update(short_name(d) for d in diff_ids)
+        for entry in self.build_cache_dir.glob("*.json"):  # build cache entries keep theirs
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError, StoreError):
+                doc = json.loads(entry.read_bytes())
+                names.update(short_name(d) for d in doc["rootfs"]["diff_ids"])
         for pin in self.tmp_dir.glob("pin-*"):
             pid, _, name = pin.name.removeprefix("pin-").partition("-")
             if pid.isdigit() and _pid_alive(int(pid)):
@@ -576,7 +653,9 @@ class Store:
         size = 0
         with contextlib.suppress(FileNotFoundError, ValueError):
             size = int(json.loads(meta_path.read_bytes()).get("size", 0))
-        if path.is_dir():
+        if path.is_symlink():  # a host reference: the link goes, never what it points to
+            path.unlink()
+        elif path.is_dir():
             trash = Path(tempfile.mkdtemp(prefix=f"trash-{os.getpid()}-", dir=self.tmp_dir))
             os.rename(path, trash / "layer")
             shutil.rmtree(trash, ignore_errors=True)
@@ -584,8 +663,9 @@ class Store:
             meta_path.unlink()
         return size
 
-    def gc(self) -> GcReport:
-        """Delete layers no image uses and stale ``tmp/`` entries of dead processes.
+    def gc(self, *, build_cache: bool = False) -> GcReport:
+        """Delete layers no image (or build cache entry) uses and stale ``tmp/`` entries of
+        dead processes; ``build_cache`` drops the build cache first.
 
         Conservative like ``docker image prune`` without ``-a``: images (tagged or not) stay,
         and so do layers pinned by a live process.  Safe while other processes use the store.
@@ -594,6 +674,9 @@ class Store:
         stale: list[str] = []
         freed = 0
         with self.lock():
+            if build_cache:
+                for entry in self.build_cache_dir.glob("*.json"):
+                    entry.unlink(missing_ok=True)
             referenced = self._referenced_layers()
             names = {p.name.removesuffix(".json") for p in self.layers_dir.iterdir()}
             for name in sorted(names - referenced):

@@ -1,4 +1,4 @@
-"""The Backend and Container protocols every backend implements (native now, docker later)."""
+"""The Backend and Container protocols every backend implements (native, docker)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ class Capabilities:
     commit: bool = True
     oom_detection: bool = True
     host_network: bool = True
+    # The host can read and enter a container's network namespace (probes check ports and
+    # HTTP from inside, without tools in the image): native, and docker with a local daemon.
+    netns_access: bool = True
+    # Delay, loss or cut links of a running container (tc netem in its network namespace).
+    network_faults: bool = False
 
 
 class Container(Protocol):

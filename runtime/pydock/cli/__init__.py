@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from ..errors import PydockError
-from . import containers, files, images
+from ..errors import PydockError, UsageError
+from . import archives, build, containers, files, host, images, networks, registry
 
 PROG = "pydock"
 
@@ -39,11 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--store", metavar="DIR", help="image and container store (default: see below)"
     )
+    parser.add_argument(
+        "--backend", choices=["native", "docker"], default=None,
+        help="container engine of the container commands (default: $PYDOCK_BACKEND or "
+             "native); docker: the daemon of DOCKER_HOST or the current docker context")
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
     sub.required = True
     images.register(sub)
     containers.register(sub)
     files.register(sub)
+    registry.register(sub)
+    archives.register(sub)
+    build.register(sub)
+    host.register(sub)
+    networks.register(sub)
     return parser
 
 
@@ -51,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 # (``pydock commit CTR -c 'CMD ["x"]' img:1``); not run/exec, whose trailing words are the
 # container's command.
 INTERMIXED = ("commit", "import", "tag", "cp", "export", "diff", "rm", "stop", "kill",
-              "wait", "logs", "inspect", "rmi", "start")
+              "wait", "logs", "inspect", "rmi", "start", "pull", "push")
 
 
 def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
@@ -79,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, sys.argv[1:] if argv is None else argv)
     try:
+        engine = args.backend or os.environ.get("PYDOCK_BACKEND") or "native"
+        if engine not in ("native", "docker"):
+            raise UsageError(f"PYDOCK_BACKEND={engine!r}: use native or docker")
+        if engine == "docker":
+            from .docker_commands import route
+            args.func = route(args)
         status = args.func(args)
     except PydockError as exc:
         # surrogateescape: a non-UTF-8 argument is shown as the bytes it was, as docker does

@@ -28,7 +28,7 @@ from .format import ago, format_table, truncate
 
 
 def backend(args: argparse.Namespace) -> NativeBackend:
-    return NativeBackend(args.store)
+    return NativeBackend(args.store, network_pool=0)  # one container: no namespace pool
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -52,9 +52,15 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--memory", help="memory limit, e.g. 256m (OOM kills are reported)")
     p.add_argument("--pids-limit", type=int, help="maximum number of processes")
     p.add_argument("--cpus", help="CPU quota in CPUs, e.g. 0.5")
-    p.add_argument("--network", "--net", default="none", choices=["none", "host"],
-                   help="none: own network namespace with loopback only (default); "
-                        "host: share the host's network")
+    p.add_argument("--network", "--net", default="bridge", metavar="NETWORK",
+                   help="bridge: own network namespace on the default bridge, reachable "
+                        "from the host by its IP (default); none: loopback only; host: "
+                        "share the host's network; or a network made with `network create`")
+    p.add_argument("--network-alias", action="append", default=[], metavar="ALIAS",
+                   help="another name of the container on its user network")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add an /etc/hosts line; IP host-gateway: the host (the bridge's "
+                        "address)")
     p.add_argument("--init", action="store_true",
                    help="run a small init as PID 1 that forwards signals and reaps zombies "
                         "(default for -d)")
@@ -90,6 +96,8 @@ def run_options(args: argparse.Namespace, *, detach: bool, auto_remove: bool) ->
         labels=labels,
         mounts=[*map(parse_volume, args.volume), *map(parse_tmpfs, args.tmpfs)],
         network=args.network,
+        network_aliases=args.network_alias,
+        extra_hosts=args.add_host,
         init=args.init or detach,
         tty=args.tty,
         stdin_open=args.interactive,

@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "gc", help="delete unused layers and stale temporary files",
         description="Delete layers no image refers to and leftovers of dead pydock processes. "
         "Images themselves are kept (remove them with rmi). Safe while pydock runs elsewhere.")
+    gc.add_argument("--build-cache", action="store_true",
+                    help="also drop the build cache (the next build runs every step)")
     gc.set_defaults(func=cmd_gc)
 
 
@@ -173,7 +175,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         from ..backends.native.backend import NativeBackend
         for cid in NativeBackend(store).sweep():
             print(f"Settled container of a dead monitor: {cid[:12]}")
-    report = store.gc()
+    report = store.gc(build_cache=args.build_cache)
     for layer in report.layers:
         print(f"Deleted layer: {layer}")
     for entry in report.tmp_entries:

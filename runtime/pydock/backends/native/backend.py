@@ -26,7 +26,9 @@ from ..base import Capabilities, Status
 from .client import MonitorClient
 from .launch import write_etc_files
 from .monitor import now, proc_start_time
-from .state import ContainerDir, ContainerTable, containers_root
+from .network import NetworkManager, default_gateway, is_networked
+from .network_ipam import Network
+from .state import ContainerDir, ContainerTable, containers_root, store_tag
 
 DEFAULT_WINSIZE = struct.pack("HHHH", 24, 80, 0, 0)
 
@@ -47,9 +49,14 @@ class NativeBackend:
     name = "native"
     capabilities = Capabilities()
 
-    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None, *,
+                 network_pool: int = 2) -> None:
+        """``network_pool``: how many ready network namespaces to keep per bridge network
+        in use (0 for a process that starts one container, like a CLI command)."""
         self.store = store if isinstance(store, Store) else Store(store)
         self.table = ContainerTable(containers_root(self.store.root), self.store.root)
+        self.network_pool = network_pool
+        self._network: NetworkManager | None = None
         self._monitor: MonitorClient | None = None
         self._lock = threading.Lock()
         self._swept = False
@@ -72,6 +79,9 @@ class NativeBackend:
             if self._monitor is not None:
                 self._monitor.close()
                 self._monitor = None
+            if self._network is not None:
+                self._network.close()
+                self._network = None
         self.tidy()
 
     def tidy(self) -> None:
@@ -113,10 +123,14 @@ class NativeBackend:
         opts = options or RunOptions(**kw)
         # Under the store lock, so that rmi / gc never remove the image meanwhile.
         with self.store.lock():
-            img, layers = self._image(image.id if isinstance(image, Image) else image)
-            cdir = self.table.new(lambda cid: make_spec(img, opts, container_id=cid), layers,
+            if isinstance(image, Image) and not self.store.has_image(image.id):
+                # An image the builder holds in memory (a step's result, not stored).
+                img, layers = image, self.store.layer_names(image)
+            else:
+                img, layers = self._image(image.id if isinstance(image, Image) else image)
+            cdir = self.table.new(lambda cid: self._checked_spec(img, opts, cid), layers,
                                   img.id, now())
-        write_etc_files(cdir)
+        write_etc_files(cdir, host_gateway=default_gateway())
         return NativeContainer(self, cdir)
 
     def run(self, image: str | Image, options: RunOptions | None = None,
@@ -129,6 +143,45 @@ class NativeBackend:
             c.remove(force=True)
             raise
         return c
+
+    def _checked_spec(self, img: Image, opts: RunOptions, cid: str) -> Any:
+        spec = make_spec(img, opts, container_id=cid)
+        if is_networked(spec.network) and spec.network != "bridge":
+            self.network(spec.network)  # NetworkNotFound before anything is made
+        return spec
+
+    # -- networks ---------------------------------------------------------------------------
+    def network_manager(self) -> NetworkManager:
+        """The networks and network namespace pool of this client (made on first use)."""
+        with self._lock:
+            if self._network is None:
+                check_host()
+                self._network = NetworkManager(self.store.root, store_tag(self.store.root),
+                                               pool_size=self.network_pool)
+            return self._network
+
+    def create_network(self, name: str, *, subnet: str | None = None,
+                       gateway: str | None = None,
+                       labels: dict[str, str] | None = None) -> Network:
+        """A user network (its own bridge; ``subnet`` default: a free /24 of
+        $PYDOCK_SUBNET).  Containers on it reach each other by name and alias."""
+        return self.network_manager().create_network(name, subnet=subnet, gateway=gateway,
+                                                     labels=labels)
+
+    def network(self, ref: str) -> Network:
+        """A network by name or id: ``bridge`` (the default), ``host``, ``none`` or a user
+        network of this store; NetworkNotFound otherwise."""
+        if ref in ("bridge", "default", "host", "none"):
+            return self.network_manager().network(ref)
+        from .network_ipam import peek
+        return peek().find(ref, str(self.store.root.resolve()))
+
+    def networks(self) -> list[Network]:
+        return self.network_manager().networks()
+
+    def remove_network(self, ref: str) -> Network:
+        """Remove a user network and its bridge (refused while containers run on it)."""
+        return self.network_manager().remove_network(ref)
 
     def _image(self, ref: str) -> tuple[Image, list[str]]:
         """The image and its layer names, remembered while the store's tags and the image's
@@ -229,13 +282,30 @@ class NativeContainer:
             self.backend._sweep_once()
             client = MonitorClient(self.backend.store.root, detach=True)
             try:
-                client.start(self.id, fds, winsize=winsize)
+                self._start_with_network(client, fds, winsize)
             finally:
                 client.close(wait=False)
             return None
         client = self.backend.monitor()
         self._client = client
-        return client.start(self.id, fds, winsize=winsize)
+        return self._start_with_network(client, fds, winsize)
+
+    def _start_with_network(self, client: MonitorClient, fds: list[int] | None,
+                            winsize: bytes | None) -> int | None:
+        """Start under ``client``'s monitor; a bridge-networked container gets its network
+        namespace (its addresses held by that monitor) with the request."""
+        if not is_networked(self.spec.network):
+            return client.start(self.id, fds, winsize=winsize)
+        net = self.backend.network_manager()
+        netns = net.attach(self.dir, client.process.pid)
+        try:
+            return client.start(self.id, fds, winsize=winsize, netns=netns)
+        except BaseException:
+            net.release(self.id)
+            raise
+        finally:
+            os.close(netns)
+            net.refill()
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
         """Block until the container exits; its exit code (128+N for signal N) and OOM kill."""
@@ -328,13 +398,46 @@ class NativeContainer:
                 self.backend.table.release_name(self.dir)  # reusable at once
                 reply = client.request({"op": "remove", "id": self.id})
                 if reply.get("ok"):
+                    self._release_addresses()
                     return
             try:
                 self.kill("SIGKILL")
                 self.wait(30)
             except (InvalidState, TimeoutError):
                 pass
+        self._release_addresses()
         self.backend.table.delete(self.dir)
+
+    def _release_addresses(self) -> None:
+        if is_networked(self.spec.network):
+            from .network_ipam import peek
+            if any(lease.cid == self.id for lease in peek().leases()):
+                self.backend.network_manager().release(self.id)
+
+    # -- networks ---------------------------------------------------------------------------
+    def ip_address(self, network: str | None = None) -> str | None:
+        """The container's address on ``network`` (default: its first), None when it is
+        not running or not on that network."""
+        from .network import addresses
+        if self.status is not Status.RUNNING:
+            return None
+        for net, lease in addresses(self.id):
+            if network is None or network in (net.name, net.id) or \
+                    (network == "bridge" and net.store is None):
+                return lease.ip
+        return None
+
+    def connect(self, network: str, *, aliases: Sequence[str] = ()) -> None:
+        """``network connect``: join ``network`` now if running, else from the next start."""
+        state = self.state()
+        running = state.get("status") == "running"
+        self.backend.network_manager().connect(
+            self.dir, network, aliases=aliases, pid=int(state["pid"]) if running else 0,
+            holder_pid=int(state.get("monitor_pid") or 0) if running else 0)
+
+    def disconnect(self, network: str) -> None:
+        """``network disconnect``: leave ``network`` (its interface goes now if running)."""
+        self.backend.network_manager().disconnect(self.dir, network)
 
     # -- processes --------------------------------------------------------------------------
     def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int] = (),

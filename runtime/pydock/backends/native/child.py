@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import syscalls as sc
+from .hostview import mount_host_view
 from .users import UserError, resolve_in_root
 
 MASKED_PATHS = (
@@ -76,6 +77,8 @@ class Plan:
     errfd: int
     workload: Workload
     stage: bytes = b""           # where prepare() stages /proc, /sys, /dev (a mount point)
+    host_view: tuple[bytes, bool] | None = None  # hostview.plan_host_view: pydock:host images
+    netns_fd: int = -1           # a network namespace to join (bridge networks), else -1
 
 
 def report(errfd: int, step: str, exc: BaseException) -> None:
@@ -106,12 +109,15 @@ def run_steps(steps: list[tuple[str, Callable[[], None]]], errfd: int) -> None:
 
 # -- container PID 1 ---------------------------------------------------------------------
 
-def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
+def prepare(stage: bytes, new_net: bool, join_net: bool = False
+            ) -> tuple[str, BaseException] | None:
     """The part of a container's setup that needs no plan, done ahead of time by a zygote.
 
     In the new mount namespace, a tmpfs at ``stage`` receives /proc (with Docker's masked
     and read-only paths), a read-only /sys and a minimal /dev; the plan phase moves them
-    into the root filesystem with MS_MOVE.  Returns the failed step, if any.
+    into the root filesystem with MS_MOVE.  ``join_net``: the container will join a
+    network namespace it is handed, and sysfs (which shows the mounter's namespace) is
+    mounted after that.  Returns the failed step, if any.
     """
     def private() -> None:
         sc.mount(None, b"/", None, sc.MS_REC | sc.MS_PRIVATE)
@@ -143,11 +149,8 @@ def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
                 pass
 
     def sys_() -> None:
-        p = stage + b"/sys"
-        sc.mount(b"sysfs", p, b"sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-        for path in MASKED_PATHS:
-            if path.startswith("/sys/") and os.path.isdir(stage + path.encode()):
-                sc.mount(b"tmpfs", stage + path.encode(), b"tmpfs", sc.MS_RDONLY)
+        if not join_net:
+            mount_sys(stage)
 
     def dev() -> None:
         # Every mount of the container is nodev; the few devices it may use are bind mounts
@@ -176,7 +179,7 @@ def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
             os.symlink(target, d + b"/" + link)
 
     def loopback() -> None:
-        if new_net:
+        if new_net and not join_net:
             _loopback_up()
 
     steps = [("set parent death signal", lambda: sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)),
@@ -190,12 +193,21 @@ def prepare(stage: bytes, new_net: bool) -> tuple[str, BaseException] | None:
     return None
 
 
-def zygote_main(sock_fd: int, stage: bytes, new_net: bool) -> None:
+def mount_sys(stage: bytes) -> None:
+    """A read-only sysfs (of the current network namespace) at stage/sys, masked paths."""
+    p = stage + b"/sys"
+    sc.mount(b"sysfs", p, b"sysfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    for path in MASKED_PATHS:
+        if path.startswith("/sys/") and os.path.isdir(stage + path.encode()):
+            sc.mount(b"tmpfs", stage + path.encode(), b"tmpfs", sc.MS_RDONLY)
+
+
+def zygote_main(sock_fd: int, stage: bytes, new_net: bool, join_net: bool = False) -> None:
     """A pre-cloned PID 1: prepare, wait for a plan (pickled, fds by SCM_RIGHTS), run it."""
     try:
         signal.set_wakeup_fd(-1)
         gc.disable()
-        failed = prepare(stage, new_net)
+        failed = prepare(stage, new_net, join_net)
         sock = socket.socket(fileno=sock_fd)
         try:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 64)
@@ -211,6 +223,8 @@ def zygote_main(sock_fd: int, stage: bytes, new_net: bool) -> None:
         os.set_inheritable(plan.errfd, False)
         if plan.workload.console_fd >= 0:
             plan.workload.console_fd = fds[4 + n]
+        if plan.netns_fd >= 0:
+            plan.netns_fd = fds[-1]
         sock.close()
     except BaseException:  # noqa: BLE001 - a zygote never returns into the monitor's code
         os._exit(125)
@@ -225,7 +239,7 @@ def container_main(plan: Plan, *, prepared: bool = False) -> None:
     try:
         if not prepared:
             signal.set_wakeup_fd(-1)
-            failed = prepare(plan.stage, plan.new_net)
+            failed = prepare(plan.stage, plan.new_net, plan.netns_fd >= 0)
             if failed is not None:
                 report(plan.errfd, *failed)
                 os._exit(125)
@@ -251,6 +265,16 @@ def _container_main(plan: Plan) -> None:
         for fd in plan.cgroup_fds:
             os.write(fd, b"0")
             os.close(fd)
+
+    def join_network() -> None:
+        if plan.netns_fd >= 0:
+            sc.setns(plan.netns_fd, sc.CLONE_NEWNET)
+            os.close(plan.netns_fd)
+            mount_sys(stage)
+
+    def host_view() -> None:
+        if plan.host_view is not None:
+            mount_host_view(*plan.host_view)
 
     def overlay() -> None:
         os.chdir(plan.layers_dir)
@@ -295,6 +319,8 @@ def _container_main(plan: Plan) -> None:
     run_steps([
         ("set up stdio", stdio),
         ("join cgroup", cgroups),
+        ("join the network namespace", join_network),
+        ("mount the host view", host_view),
         ("mount overlay", overlay),
         ("move /proc, /sys, /dev into the root", move_prepared),
         ("bind /etc/hosts, /etc/hostname, /etc/resolv.conf", etc_files),

@@ -88,17 +88,22 @@ class MonitorClient:
                 self.events.append(msg)
 
     def start(self, cid: str, stdio: list[int] | None = None, *,
-              winsize: bytes | None = None) -> int | None:
-        """Start a container; with ``winsize`` (a tty) returns the pty master fd."""
+              winsize: bytes | None = None, netns: int | None = None) -> int | None:
+        """Start a container; with ``winsize`` (a tty) returns the pty master fd.
+        ``netns``: a network namespace fd the container joins (sent after the stdio fds)."""
         doc: dict[str, object] = {"op": "start", "id": cid}
         if winsize is not None:
             doc |= {"tty": True, "winsize": winsize.hex()}
-        reply = self.request(doc, stdio)
+        fds = list(stdio or [])
+        if netns is not None:
+            doc["netns"] = True
+            fds.append(netns)
+        reply = self.request(doc, fds or None)
         if not reply.get("ok"):
             raise StartError(str(reply.get("error")),
                              exit_code=int(reply.get("exit_code") or 125))  # type: ignore
-        fds = reply.get("fds") or []
-        return fds[0] if fds else None  # type: ignore[index]
+        got = reply.get("fds") or []
+        return got[0] if got else None  # type: ignore[index]
 
     def close(self, *, wait: bool = True) -> None:
         """Close the connection; a session monitor then kills its containers and exits."""

@@ -43,7 +43,7 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
              "Mode": "ro" if m.readonly else "", "RW": not m.readonly,
              "Propagation": "rprivate" if m.kind == "bind" else ""}
             for m in spec.mounts],
-        "NetworkSettings": {"Networks": {spec.network: {}}},
+        "NetworkSettings": network_settings(c, running=status == "running"),
         "LogPath": str(c.dir.stdout_log),
         "HostConfig": {
             "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
@@ -76,3 +76,36 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
             "StopTimeout": int(spec.stop_timeout),
         },
     }
+
+
+def network_settings(c: NativeContainer, *, running: bool) -> dict[str, Any]:
+    """Docker's NetworkSettings: an entry per network the container is on, with its address
+    while it runs (the first network's also at the top level, as for Docker's bridge)."""
+    from .network import addresses, endpoints
+    live = {net.id: (net, lease) for net, lease in addresses(c.id)} if running else {}
+    nets: dict[str, Any] = {}
+    if c.spec.network in ("host", "none"):
+        nets[c.spec.network] = {"NetworkID": "", "IPAddress": "", "Gateway": "",
+                                "IPPrefixLen": 0, "MacAddress": "", "Aliases": None}
+    for ep in endpoints(c.dir):
+        hit = next(((n, lease) for n, lease in live.values()
+                    if ep.network in (n.name, n.id) or (ep.network in ("bridge", "default")
+                                                        and n.store is None)), None)
+        net, lease = hit if hit else (None, None)
+        nets[net.name if net else ep.network] = {
+            "NetworkID": net.id if net else "",
+            "IPAddress": lease.ip if lease else "",
+            "Gateway": net.gateway if net and lease else "",
+            "IPPrefixLen": net.prefixlen if net and lease else 0,
+            "MacAddress": _mac(lease.ip) if lease else "",
+            "Aliases": list(ep.aliases) or None,
+        }
+    first: dict[str, Any] = next(iter(nets.values()), {})
+    return {"Networks": nets, "IPAddress": first.get("IPAddress", ""),
+            "Gateway": first.get("Gateway", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
+            "MacAddress": first.get("MacAddress", ""), "Ports": {}}
+
+
+def _mac(ip: str) -> str:
+    from .network_ipam import mac_of
+    return mac_of(ip)

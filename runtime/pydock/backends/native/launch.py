@@ -21,6 +21,7 @@ from . import caps
 from . import syscalls as sc
 from .cgroups import Cgroup
 from .child import Plan, Workload, container_main, exec_main, zygote_main
+from .hostview import plan_host_view
 from .state import ContainerDir, cgroup_prefix
 
 INIT_ENTRIES = ("proc", "sys", "dev", "etc", "etc/hosts", "etc/hostname", "etc/resolv.conf")
@@ -99,8 +100,10 @@ def etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def write_etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
-    """Write the container's /etc/hosts, /etc/hostname and /etc/resolv.conf."""
+def write_etc_files(cdir: ContainerDir, host_gateway: str | None = None
+                    ) -> list[tuple[bytes, bytes]]:
+    """Write the container's /etc/hosts, /etc/hostname and /etc/resolv.conf (a container on
+    a bridge network gets its hosts file again at start, with its addresses and peers)."""
     spec = cdir.spec
     files = {}
     if spec.network == "host":
@@ -111,6 +114,11 @@ def write_etc_files(cdir: ContainerDir) -> list[tuple[bytes, bytes]]:
             files["hosts"] = DEFAULT_HOSTS
     else:
         files["hosts"] = DEFAULT_HOSTS + f"127.0.1.1\t{spec.hostname}\n"
+    for host, ip in spec.extra_hosts:  # --add-host
+        if ip == "host-gateway":
+            ip = host_gateway or ""
+        if ip:
+            files["hosts"] += f"{ip}\t{host}\n"
     files["hostname"] = spec.hostname + "\n"
     files["resolv.conf"] = _host_resolv(spec.network == "host")
     out = []
@@ -250,24 +258,28 @@ class Zygote:
     containers without resource limits (those need no cgroup at all).
     """
 
-    def __init__(self, *, new_net: bool, stage: bytes) -> None:
-        self.new_net = new_net
+    def __init__(self, *, new_net: bool, stage: bytes, join_net: bool = False) -> None:
+        self.new_net = new_net and not join_net
+        self.join_net = join_net
         self.stage = stage
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if new_net else 0))
+        pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if self.new_net else 0))
         if pid == 0:
             ours.close()
-            zygote_main(theirs.detach(), stage, new_net)
+            zygote_main(theirs.detach(), stage, self.new_net, join_net)
         theirs.close()
         self.pid, self.sock = pid, ours
 
-    def fits(self, spec: ContainerSpec, stage: bytes) -> bool:
-        return (self.new_net == (spec.network != "host") and self.stage == stage
+    def fits(self, spec: ContainerSpec, stage: bytes, join_net: bool = False) -> bool:
+        new_net = spec.network != "host" and not join_net
+        return (self.new_net == new_net and self.join_net == join_net and self.stage == stage
                 and not needs_cgroup(spec))
 
     def launch(self, plan: Plan, console_fd: int) -> None:
         fds = [*plan.stdio, *plan.cgroup_fds, plan.errfd] + ([console_fd] if console_fd >= 0
                                                              else [])
+        if plan.netns_fd >= 0:
+            fds.append(plan.netns_fd)  # last: zygote_main takes it from the end
         socket.send_fds(self.sock, [pickle.dumps(plan)], fds)
         self.sock.close()
 
@@ -292,8 +304,10 @@ def start_container(cdir: ContainerDir, store_root: Path,
                     stdio: tuple[int, int, int] | None,
                     console: Console | None = None,
                     zygote: Zygote | None = None,
-                    stdin_fd: int | None = None) -> tuple[int, Cgroup]:
+                    stdin_fd: int | None = None,
+                    netns_fd: int | None = None) -> tuple[int, Cgroup]:
     """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
+    ``netns_fd``: a network namespace (bridge networks) PID 1 joins before its workload.
 
     Raises StartError naming the failed setup step; nothing of the attempt remains then.
     """
@@ -302,9 +316,10 @@ def start_container(cdir: ContainerDir, store_root: Path,
     _fresh_workdir(cdir.work)
     layers = ":".join([init_lower(store_root), *config["layers"]])
     options = (f"lowerdir={layers},upperdir={cdir.upper},workdir={cdir.work},volatile")
-    new_net = spec.network != "host"
+    join_net = netns_fd is not None
+    new_net = spec.network != "host" and not join_net
     stage = stage_dir(store_root)
-    if zygote is not None and not zygote.fits(spec, stage):
+    if zygote is not None and not zygote.fits(spec, stage, join_net):
         zygote.discard()
         zygote = None
     if needs_cgroup(spec):
@@ -338,11 +353,13 @@ def start_container(cdir: ContainerDir, store_root: Path,
             etc_files=etc_files(cdir),
             mounts=_mount_entries(cdir),
             new_net=new_net,
+            netns_fd=-1 if netns_fd is None else netns_fd,
             init=spec.init,
             stdio=stdio,
             cgroup_fds=cgroup_fds,
             errfd=wfd,
             stage=stage,
+            host_view=plan_host_view(store_root, config["layers"]),
             workload=workload_for(argv=list(spec.argv), env=list(spec.env),
                                   cwd=spec.working_dir, user=spec.user, tty=spec.tty),
         )

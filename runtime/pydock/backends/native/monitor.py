@@ -27,7 +27,17 @@ from pathlib import Path
 from ...errors import PydockError
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .launch import Console, Zygote, recv, send, stage_dir, start_container, start_exec, workload_for
+from .launch import (
+    Console,
+    Zygote,
+    needs_cgroup,
+    recv,
+    send,
+    stage_dir,
+    start_container,
+    start_exec,
+    workload_for,
+)
 from .state import ContainerDir, ContainerTable, containers_root
 
 
@@ -64,6 +74,7 @@ class Monitor:
         self.execs: dict[int, str] = {}
         self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
         self.zygote: Zygote | None = None    # a pre-cloned PID 1 (session mode only)
+        self.zygote_joins = True  # zygotes for bridge networks (as the last start was)
         self.start_time = proc_start_time(os.getpid())
         self.just_exited = False
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
@@ -77,7 +88,7 @@ class Monitor:
         console = Console(bytes.fromhex(str(msg["winsize"]))) if msg.get("tty") else None
         try:
             if op == "start":
-                reply = self.start(str(msg["id"]), fds, console)
+                reply = self.start(str(msg["id"]), fds, console, bool(msg.get("netns")))
             elif op == "exec":
                 reply = self.exec(msg, fds, console)
             elif op == "remove":
@@ -116,19 +127,25 @@ class Monitor:
                       0o640)
         self.consoles[master] = log
 
-    def start(self, cid: str, fds: list[int], console: Console | None) -> dict[str, object]:
+    def start(self, cid: str, fds: list[int], console: Console | None,
+              netns: bool = False) -> dict[str, object]:
         cdir = self.table.lookup(cid)
-        stdio = (fds[0], fds[1], fds[2]) if len(fds) == 3 else None
-        zygote = None
-        if self.zygote is not None and self.zygote.fits(cdir.spec, stage_dir(self.store_root)):
-            zygote, self.zygote = self.zygote, None
+        netns_fd = fds[-1] if netns and fds else None  # closed by handle(), like the others
+        stdio = (fds[0], fds[1], fds[2]) if len(fds) - (netns_fd is not None) == 3 else None
+        self.zygote_joins = netns_fd is not None
+        zygote = stale = None
+        if self.zygote is not None:
+            if self.zygote.fits(cdir.spec, stage_dir(self.store_root), netns_fd is not None):
+                zygote, self.zygote = self.zygote, None
+            elif not needs_cgroup(cdir.spec):  # made for another network kind: replace it
+                stale, self.zygote = self.zygote, None
         stdin_fd = hold = None
         if stdio is None and cdir.spec.stdin_open:
             # -d -i: stdin stays open (and empty) while the container runs, as with docker
             stdin_fd, hold = os.pipe2(os.O_CLOEXEC)
         try:
             pid, cgroup = start_container(cdir, self.store_root, stdio, console, zygote,
-                                          stdin_fd)
+                                          stdin_fd, netns_fd)
             if hold is not None:
                 self.stdin_holds[pid] = hold
                 hold = None
@@ -138,6 +155,8 @@ class Monitor:
         finally:
             if hold is not None:
                 os.close(hold)
+            if stale is not None:
+                stale.discard()
         self.containers[pid] = (cdir, cgroup)
         cdir.write_state(status="running", pid=pid, pid_start=proc_start_time(pid),
                          monitor_pid=os.getpid(), monitor_start=self.start_time,
@@ -263,7 +282,8 @@ class Monitor:
             self.draining = [cg for cg in self.draining if not cg.try_remove()]
             self.just_exited = False
             if refill and not ready:
-                self.zygote = Zygote(new_net=True, stage=stage_dir(self.store_root))
+                self.zygote = Zygote(new_net=True, stage=stage_dir(self.store_root),
+                                     join_net=self.zygote_joins)
                 continue
             if wake_r in ready:
                 try:

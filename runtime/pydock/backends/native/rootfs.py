@@ -37,6 +37,7 @@ from ...errors import ContainerError, PydockError
 from ...models import Image, ImageConfig, ImageRef
 from ...spec import DEFAULT_PATH
 from . import syscalls as sc
+from .hostview import is_host_reference, mount_host_view, plan_host_view
 from .launch import ensure_init_layer
 from .monitor import proc_start_time
 
@@ -51,6 +52,7 @@ INIT_PATHS = ("proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.con
 # Export keeps these directories but not what is below them (like docker export).
 EXPORT_SKIP = ("proc/", "sys/", "dev/")
 OPAQUE_XATTR = "trusted.overlay.opaque"
+REDIRECT_XATTR = "trusted.overlay.redirect"
 _CHUNK = 1 << 16
 _NOTFOUND = "notfound"
 
@@ -84,30 +86,45 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
-def _layer_lookup(layer: str, parts: Sequence[str]) -> tuple[str, os.stat_result | None]:
+def _layer_lookup(layer: str, parts: Sequence[str]
+                  ) -> tuple[str, os.stat_result | None, Sequence[str]]:
     """("found", stat) | ("absent", None): look further down | ("blocked", None): a whiteout,
-    a file on the way or an opaque directory hides the path in the layers below."""
+    a file on the way or an opaque directory hides the path in the layers below.  The third
+    item is where the layers below hold the path (a redirect xattr renames it: pydock:host
+    shows the interpreter's prefix through one, see sources/host.py)."""
     path = layer
     opaque = False
+    below = parts
     for i, part in enumerate(parts):
         path = os.path.join(path, part)
         st = _lstat(path)
         if st is None:
-            return ("blocked" if opaque else "absent"), None
+            return ("blocked" if opaque else "absent"), None, below
         if _is_whiteout(st):
-            return "blocked", None
+            return "blocked", None, below
+        if stat.S_ISDIR(st.st_mode) and (target := _redirect(path)):
+            head = target.strip("/").split("/") if target.startswith("/") else \
+                [*parts[:i], target]
+            below, opaque = [*head, *parts[i + 1:]], False
         if i == len(parts) - 1:
-            return "found", st
+            return "found", st, below
         if not stat.S_ISDIR(st.st_mode):
-            return "blocked", None
+            return "blocked", None, below
         opaque = opaque or _is_opaque(path)
-    return "found", os.lstat(layer)
+    return "found", os.lstat(layer), below
+
+
+def _redirect(path: str) -> str:
+    try:
+        return os.getxattr(path, REDIRECT_XATTR, follow_symlinks=False).decode()
+    except OSError:
+        return ""
 
 
 def _lower_lstat(lowers: Sequence[str], parts: Sequence[str]) -> os.stat_result | None:
     """The entry ``parts`` in the merged view of ``lowers`` (top first); None if absent."""
     for layer in lowers:
-        status, st = _layer_lookup(layer, parts)
+        status, st, parts = _layer_lookup(layer, parts)
         if status != "absent":
             return st
     return None
@@ -118,12 +135,14 @@ def _lower_names(lowers: Sequence[str], parts: Sequence[str]) -> set[str]:
     names: set[str] = set()
     seen: set[str] = set()
     for layer in lowers:
-        status, st = _layer_lookup(layer, parts)
+        status, st, below = _layer_lookup(layer, parts)
         if status == "absent":
+            parts = below
             continue
         if st is None or not stat.S_ISDIR(st.st_mode):
             break
         path = os.path.join(layer, *parts)
+        parts = below
         for name in os.listdir(path):
             if name not in seen:
                 seen.add(name)
@@ -137,7 +156,10 @@ def _lower_names(lowers: Sequence[str], parts: Sequence[str]) -> set[str]:
 def _lowers(c: NativeContainer) -> list[str]:
     store_root = c.backend.store.root
     layers = store_root / "layers"
-    return [str(ensure_init_layer(store_root)), *(str(layers / n) for n in c.dir.config["layers"])]
+    # a host reference layer (pydock:host) shows the host's root (hostview.py)
+    return [str(ensure_init_layer(store_root)),
+            *("/" if is_host_reference(layers / n) else str(layers / n)
+              for n in c.dir.config["layers"])]
 
 
 def diff(c: NativeContainer) -> list[tuple[Kind, str]]:
@@ -194,6 +216,7 @@ class _View:
     rootfs: bytes                # the (empty) mount point under the container's directory
     scratch: str | None          # a fresh work dir for a read-write mount, removed afterwards
     rootfs_only: bool            # running: bind the root overlay alone (no submounts)
+    host_view: tuple[bytes, bool] | None = None  # stopped, of pydock:host: see hostview.py
 
 
 class _Fail(Exception):
@@ -237,7 +260,7 @@ def _plan(c: NativeContainer, mode: Mode) -> _View:
             os.rmdir(scratch)
         raise ContainerError(f"container {c.name}: too many image layers for one overlay mount")
     return _View(None, bytes(store_root / "layers"), options.encode(), bytes(c.dir.rootfs),
-                 scratch, False)
+                 scratch, False, plan_host_view(store_root, c.dir.config["layers"]))
 
 
 def _enter(view: _View) -> None:
@@ -260,6 +283,9 @@ def _enter(view: _View) -> None:
         step = "make a private mount namespace"
         sc.unshare(sc.CLONE_NEWNS)
         sc.mount(None, b"/", None, sc.MS_REC | sc.MS_PRIVATE)
+        if view.host_view is not None:
+            step = "mount the host view"
+            mount_host_view(*view.host_view)
         step = "mount overlay"
         os.chdir(view.layers_dir)
         sc.mount(b"overlay", view.rootfs, b"overlay", 0, view.overlay_options)
@@ -415,7 +441,13 @@ def export(c: NativeContainer, fileobj: IO[bytes]) -> None:
     """Write the container's root filesystem as a tar (``docker export``).
 
     The contents of /proc, /sys and /dev and mounts inside the container are left out.
+    A container of the host base image (pydock:host) is refused: its root is the host's.
     """
+    if plan_host_view(c.backend.store.root, c.dir.config["layers"]) is not None:
+        raise ContainerError(f"container {c.name} is based on the host view (pydock:host): "
+                             "the host base layer cannot be exported (copy files out with "
+                             "`pydock cp` instead)")
+
     def work(fd: int) -> None:
         with open(fd, "wb", buffering=_CHUNK) as out:
             write_layer_tar(Path("/"), out, whiteouts=False,

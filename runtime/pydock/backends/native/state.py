@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -37,8 +38,9 @@ def spec_from_json(doc: dict[str, Any]) -> ContainerSpec:
     fields = dict(doc)
     fields["mounts"] = tuple(Mount(**m) for m in doc.get("mounts", ()))
     fields["labels"] = tuple(tuple(kv) for kv in doc.get("labels", ()))
-    for key in ("argv", "env"):
+    for key in ("argv", "env", "network_aliases"):
         fields[key] = tuple(doc.get(key, ()))
+    fields["extra_hosts"] = tuple(tuple(h) for h in doc.get("extra_hosts", ()))
     for key in ("cmd", "entrypoint"):
         fields[key] = None if doc.get(key) is None else tuple(doc[key])
     return ContainerSpec(**fields)
@@ -278,15 +280,26 @@ def containers_root(store_root: Path) -> Path:
             os.unlink(link)
             os.symlink(run, link)
         return run
-    if link.is_dir():
-        try:
-            link.rmdir()  # an empty directory made by the store: replace it
-        except OSError:
-            return link  # containers kept on disk by an earlier choice
     tmp = store_root / f".containers.{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
     os.symlink(run, tmp)
-    os.rename(tmp, link)
-    return run
+    # Several processes may get here at once, and a Store() of a third one may re-create the
+    # empty directory meanwhile: replace an empty directory until the link is in place.
+    for _ in range(100):
+        try:
+            os.rename(tmp, link)
+            return run
+        except (IsADirectoryError, NotADirectoryError):
+            try:
+                link.rmdir()  # an empty directory made by the store: replace it
+            except FileNotFoundError:
+                continue
+            except OSError:
+                os.unlink(tmp)
+                return link  # containers kept on disk by an earlier choice
+    os.unlink(tmp)
+    raise OSError(f"cannot link {link} to {run}: it keeps being re-created")
 
 
 def store_tag(root: Path) -> str:

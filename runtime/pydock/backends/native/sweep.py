@@ -55,8 +55,9 @@ def settle_dead(table: ContainerTable) -> tuple[list[str], int]:
 
 
 def sweep(table: ContainerTable) -> list[str]:
-    """Settle dead containers of this store, free cgroups of dead monitors, and delete the
-    tmpfs run directories of stores that no longer exist.  Returns the settled ids."""
+    """Settle dead containers of this store, free cgroups of dead monitors, delete the
+    tmpfs run directories of stores that no longer exist, and sweep the networks
+    (network.sweep_networks).  Returns the settled ids."""
     from .monitor import proc_start_time
     swept, _ = settle_dead(table)
     table.prune_exits()
@@ -67,6 +68,9 @@ def sweep(table: ContainerTable) -> list[str]:
         shutil.rmtree(leftover, ignore_errors=True)
     for run in orphaned_run_dirs():
         _sweep_orphan(run)
+    # Addresses of dead holders, bridges of networks whose store is gone, stale rules.
+    from .network import sweep_networks
+    sweep_networks()
     return swept
 
 

@@ -1,0 +1,95 @@
+"""``pydock.build`` in real pytest sessions: once for all xdist workers, progress, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import needs_root
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+CONFTEST = """
+import json, os, pytest
+
+@pytest.fixture(scope="session")
+def app_image(pydock):
+    return pydock.build({ctx!r})
+
+@pytest.fixture
+def record(app_image, pydock):
+    yield
+    out = {{"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "image": app_image.id,
+           "executed": sum(b.executed for b in pydock.builds)}}
+    with open(os.path.join({out!r}, out["worker"]), "w") as f:
+        json.dump(out, f)
+"""
+
+TESTS = """
+import pytest
+
+@pytest.mark.parametrize("n", range(4))
+def test_uses_image(pydock, app_image, record, n):
+    with pydock.run(app_image, ["cat", "/built"]) as c:
+        assert c.wait(10) == 0
+        assert c.logs() == "built by RUN\\n"
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path, store_dir: Path,
+            busybox_image: str) -> tuple[Path, Path]:
+    needs_root()
+    ctx = tmp_path / "app"
+    ctx.mkdir()
+    (ctx / "data.txt").write_text("data\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nCOPY data.txt /\nRUN sleep 0.3; echo 'built by RUN' > /built\n"
+        'CMD ["cat", "/built"]\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    pytester.makeconftest(CONFTEST.format(ctx=str(ctx), out=str(out)))
+    return ctx, out
+
+
+def run(pytester: pytest.Pytester, store_dir: Path, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(f"--pydock-store={store_dir}", "-p", "no:cacheprovider",
+                                         *args, timeout=180)
+
+
+def test_xdist_workers_build_each_step_once(pytester: pytest.Pytester, project, store_dir
+                                            ) -> None:
+    ctx, out = project
+    pytester.makepyfile(test_a=TESTS, test_b=TESTS)
+    result = run(pytester, store_dir, "-n", "2")
+    result.assert_outcomes(passed=8)
+    records = [json.loads(p.read_text()) for p in out.iterdir()]
+    assert {r["worker"] for r in records} == {"gw0", "gw1"}
+    assert len({r["image"] for r in records}) == 1
+    assert sum(r["executed"] for r in records) == 3  # COPY, RUN, CMD: once in all
+
+    # the next session finds every step in the cache
+    for p in out.iterdir():
+        p.unlink()
+    result = run(pytester, store_dir)
+    result.assert_outcomes(passed=8)
+    result.stdout.fnmatch_lines(["*pydock: building *: step 2/4 COPY data.txt /*",
+                                 "*1 image build: 0 steps run, 3 from the cache*"])
+    assert sum(json.loads(p.read_text())["executed"] for p in out.iterdir()) == 0
+
+
+def test_a_failing_build_is_each_dependent_tests_error(pytester: pytest.Pytester, project,
+                                                       store_dir) -> None:
+    ctx, _ = project
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo compiling; echo broken >&2; exit 2\n")
+    pytester.makepyfile(test_a=TESTS)
+    result = run(pytester, store_dir)
+    result.assert_outcomes(errors=4)
+    result.stdout.fnmatch_lines([
+        "*pydock build failed: *Dockerfile:2: RUN: * returned a non-zero code: 2*",
+        "*last output of the step*", "compiling", "broken"])
+    assert "def build(" not in result.stdout.str()  # no plugin traceback
+    assert result.stdout.str().count("compiling\n") >= 4
+    assert result.stdout.str().count("pydock: building") == 2  # built (and failed) once
