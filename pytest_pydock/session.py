@@ -180,6 +180,8 @@ class PydockSession:
     builds: list[BuildResult] = field(default_factory=list)
     _built: dict[tuple[object, ...], Image | BuildError] = field(default_factory=dict)
 
+    _networks: list[str] = field(default_factory=list)
+
     def __enter__(self) -> PydockSession:
         return self
 
@@ -246,6 +248,24 @@ class PydockSession:
                 return into.import_tar(f, config=config, ref=ref)
         return into.import_tar(tarball, config=config, ref=ref)
 
+    # -- networks ---------------------------------------------------------------------------
+    def network(self, name: str | None = None, *, subnet: str | None = None) -> str:
+        """A new user network; returns its name (``NAME-<6 hex>``), to pass as ``network=``.
+
+        Containers on it reach each other by container name and by ``aliases``; containers
+        on other networks cannot reach them.  Each call makes a new one (a fixture may ask
+        per test); they are removed at session end, or by the next session's sweep after a
+        crash.
+        """
+        if not isinstance(self.backend, NativeBackend):
+            raise NotImplementedError("pydock.network() needs the native backend for now")
+        # unique in the session and across workers and sessions: a fixture may ask per test
+        full = f"{name or 'pydock'}-{os.urandom(3).hex()}"
+        net = self.backend.create_network(full, subnet=subnet,
+                                          labels={"pydock.session": _session_label()})
+        self._networks.append(net.name)
+        return net.name
+
     # -- probes (shorthands so tests need only the fixture) ---------------------------------
     port = staticmethod(lambda port, proto="tcp": PortProbe(port, proto))
     log = staticmethod(lambda pattern: LogProbe(pattern))
@@ -260,15 +280,16 @@ class PydockSession:
     @contextmanager
     def run(self, image: str | Image, command: Sequence[str] | str | None = None, *,
             env: Mapping[str, str] | None = None, volumes: Mapping[str, str] | None = None,
-            tmpfs: Sequence[str] = (), network: str = "none", name: str | None = None,
+            tmpfs: Sequence[str] = (), network: str = "bridge", name: str | None = None,
             user: str | None = None, workdir: str | None = None, memory: int | None = None,
-            pids_limit: int | None = None, init: bool = True,
+            pids_limit: int | None = None, init: bool = True, aliases: Sequence[str] = (),
             ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0,
             ) -> Iterator[Container]:
         """A fresh container of ``image``, ready, removed (writable layer gone) on exit."""
         c = self.start(image, command, env=env, volumes=volumes, tmpfs=tmpfs, network=network,
                        name=name, user=user, workdir=workdir, memory=memory,
-                       pids_limit=pids_limit, init=init, ready=ready, timeout=timeout)
+                       pids_limit=pids_limit, init=init, aliases=aliases, ready=ready,
+                       timeout=timeout)
         try:
             yield c
         finally:
@@ -276,11 +297,15 @@ class PydockSession:
 
     def start(self, image: str | Image, command: Sequence[str] | str | None = None, *,
               env: Mapping[str, str] | None = None, volumes: Mapping[str, str] | None = None,
-              tmpfs: Sequence[str] = (), network: str = "none", name: str | None = None,
+              tmpfs: Sequence[str] = (), network: str = "bridge", name: str | None = None,
               user: str | None = None, workdir: str | None = None, memory: int | None = None,
-              pids_limit: int | None = None, init: bool = True,
+              pids_limit: int | None = None, init: bool = True, aliases: Sequence[str] = (),
               ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0) -> Container:
-        """Like ``run`` without the context: the caller calls ``finish``."""
+        """Like ``run`` without the context: the caller calls ``finish``.
+
+        ``network``: ``bridge`` (the default: its own address, see ``address``), ``none``,
+        ``host`` or a network from ``pydock.network()``; ``aliases``: more names the other
+        containers on that network reach it by."""
         from pydock.spec import parse_tmpfs
         if isinstance(command, str):
             command = ["/bin/sh", "-c", command]
@@ -289,7 +314,7 @@ class PydockSession:
         opts = RunOptions(
             command=command, env=[f"{k}={v}" for k, v in (env or {}).items()],
             mounts=mounts, network=network, user=user, working_dir=workdir, memory=memory,
-            pids_limit=pids_limit, init=init,
+            pids_limit=pids_limit, init=init, network_aliases=tuple(aliases),
             name=f"{name}-{self.worker}" if name and self.worker else name,
             labels={"pydock.test": self.current_test or "",
                     # kept containers must survive the session: no session label for them
@@ -356,6 +381,17 @@ class PydockSession:
                 except Exception:  # noqa: BLE001 - best effort at session end
                     pass
                 record.removed = True
+        if self._networks and isinstance(self.backend, NativeBackend):
+            for record in self.records:  # background removals must finish first
+                try:
+                    record.container.native.wait(timeout=10)
+                except Exception:  # noqa: BLE001 - gone already
+                    pass
+            for net in self._networks:
+                try:
+                    self.backend.remove_network(net)
+                except Exception:  # noqa: BLE001 - the next session's sweep removes it
+                    pass
         self.backend.close()
 
 
@@ -363,7 +399,8 @@ class _ProgressReporter(BuildReporter):
     """Build progress as one line per step (``building CONTEXT: step 3/10 RUN make``)."""
 
     def __init__(self, context: str, sink: Callable[[str], None] | None) -> None:
-        self.context = context
+        rel = os.path.relpath(context)
+        self.context = context if rel.startswith("..") else rel
         self.sink = sink
 
     def step(self, number: int, total: int, text: str) -> None:

@@ -20,6 +20,18 @@ def test_cli_image_example_passes(tmp_path) -> None:
     assert "5 passed" in r.stdout
 
 
+def test_web_app_and_service_examples_pass_with_two_workers(tmp_path) -> None:
+    """The Dockerfile examples (FROM pydock:host), as the main job runs them, on 2 xdist
+    workers: each image built once, a fresh container (pair) per test."""
+    needs_root()
+    r = subprocess.run([sys.executable, "-m", "pytest", str(EXAMPLES / "webapp"),
+                        str(EXAMPLES / "service_db"), "-q", "-n", "2", "-p", "no:cacheprovider",
+                        f"--pydock-store={tmp_path / 'store'}"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "17 passed" in r.stdout
+
+
 def test_cli_image_example_passes_with_docker(tmp_path) -> None:
     """The same suite against a Docker daemon (--pydock-backend=docker)."""
     from conftest import require_service

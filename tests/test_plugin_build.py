@@ -93,3 +93,52 @@ def test_a_failing_build_is_each_dependent_tests_error(pytester: pytest.Pytester
     assert "def build(" not in result.stdout.str()  # no plugin traceback
     assert result.stdout.str().count("compiling\n") >= 4
     assert result.stdout.str().count("pydock: building") == 2  # built (and failed) once
+
+
+def test_session_networks_are_removed_at_the_end_and_after_sigkill(
+        pytester: pytest.Pytester, store_dir: Path, busybox_image: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import leftovers
+    from pydock import NativeBackend
+    needs_root()
+
+    def bridges() -> set[str]:
+        return {n.bridge for n in NativeBackend(store_dir).networks() if n.store}
+
+    pytester.makepyfile(test_net="""
+        import os, time
+
+        def test_on_a_network(pydock):
+            net = pydock.network("app")
+            with pydock.run("busybox", ["sleep", "300"], network=net, aliases=["db"]) as db, \\
+                    pydock.run("busybox", ["sleep", "300"], network=net) as client:
+                assert client.exec(["ping", "-c", "1", "-W", "2", "db"]).exit_code == 0
+                if os.environ.get("HANG"):
+                    print("RUNNING", flush=True)
+                    time.sleep(300)
+    """)
+    result = run(pytester, store_dir)
+    result.assert_outcomes(passed=1)
+    assert bridges() == set()  # removed at session end
+
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
+                             "-p", "no:cacheprovider"], cwd=pytester.path,
+                            stdout=subprocess.PIPE, env={**os.environ, "HANG": "1"})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if b"RUNNING" in line:
+            break
+    assert len(bridges()) == 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10  # its monitor kills its containers, then exits
+    while leftovers(store_dir).get("processes") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    NativeBackend(store_dir).sweep()  # what the next session (or any pydock command) runs first
+    assert bridges() == set()
+    assert not leftovers(store_dir)

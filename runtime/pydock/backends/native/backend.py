@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import struct
@@ -103,9 +104,13 @@ class NativeBackend:
     def sweep(self) -> list[str]:
         """Settle containers whose monitor died (exited, 137) and remove their cgroups, and
         whatever else dead monitors and deleted stores left; returns the settled ids."""
-        from .sweep import sweep
+        from .sweep import session_networks_gone, sweep
         self._swept = True
-        return sweep(self.table)
+        settled = sweep(self.table)
+        for net_id in session_networks_gone(str(self.store.root.resolve())):
+            with contextlib.suppress(PydockError):  # still in use: the next sweep
+                self.remove_network(net_id)
+        return settled
 
     def _sweep_once(self) -> None:
         if not self._swept and os.geteuid() == 0:

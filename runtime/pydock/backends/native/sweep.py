@@ -83,9 +83,21 @@ def _sweep_orphan(run: Path) -> None:
 
 def _session_gone(cdir: ContainerDir) -> bool:
     """A test container (label ``pydock.session=pid:start``) whose test session is gone."""
+    return session_gone(dict(cdir.spec.labels).get("pydock.session"))
+
+
+def session_gone(label: str | None) -> bool:
+    """Whether the test session a ``pydock.session=pid:start`` label names has ended."""
     from .monitor import proc_start_time
-    label = dict(cdir.spec.labels).get("pydock.session")
     if not label or ":" not in label:
         return False
     pid, _, start = label.partition(":")
     return not pid.isdigit() or str(proc_start_time(int(pid))) != start
+
+
+def session_networks_gone(store_root: str) -> list[str]:
+    """Ids of this store's networks a test session made (label ``pydock.session``) whose
+    session has ended: the sweep removes them once their containers are gone."""
+    from .network_ipam import peek
+    return [net.id for net in peek().networks()
+            if net.store == store_root and session_gone(dict(net.labels).get("pydock.session"))]
