@@ -8,6 +8,8 @@ daemon answers (``docker info``), the same busybox rootfs is imported into Docke
 same two figures are taken through pydock's docker backend (``DockerBackend``, what
 ``--pydock-backend=docker`` uses) and through the docker CLI (``docker run --rm IMAGE true``
 / ``docker exec``), in the same run, with the ratios.
+All containers here run with ``--network none`` (loopback only) on every side, so the
+figures compare the container machinery; bench/network_container.py times networked ones.
 Targets (issue 2): native median <= 10 ms per fresh container, exec <= 10 ms.
 """
 
@@ -68,13 +70,14 @@ def main() -> None:
             store.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="bench-busybox")
         with NativeBackend(store) as backend:
             def fresh() -> None:
-                c = backend.create("bench-busybox", command=["true"])
+                c = backend.create("bench-busybox", command=["true"], network="none")
                 c.start()
                 c.wait()
                 c.remove()
 
             print(f"pydock native engine, {os.cpu_count()} CPUs, busybox image")
-            native = report("native: create+start+wait+rm `true`", measure(fresh, args.n))
+            native = report("native: create+start+wait+rm `true` (net none)",
+                            measure(fresh, args.n))
             svc = backend.run("bench-busybox", command=["sleep", "3600"], init=True)
             native_exec = report("native: exec `true` in running container",
                                  measure(lambda: svc.exec(["true"]), args.n))
@@ -89,7 +92,7 @@ def main() -> None:
                 engine.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="pydock-bench-busybox")
 
             def docker_fresh() -> None:
-                c = engine.create("pydock-bench-busybox", command=["true"])
+                c = engine.create("pydock-bench-busybox", command=["true"], network="none")
                 c.start()
                 c.wait()
                 c.remove()

@@ -42,7 +42,7 @@ NATIVE = """
 import pytest
 
 @pytest.mark.parametrize("n", range({n}))
-@pytest.mark.pydock(image="bench-busybox", command=["sleep", "300"])
+@pytest.mark.pydock(image="bench-busybox", command=["sleep", "300"], network="none")
 def test_native(container, n):
     pass
 """
