@@ -235,6 +235,18 @@ class PydockSession:
         self.builds.append(result)
         return result.image
 
+    def pull(self, ref: str) -> Image:
+        """``ref`` from its registry (``docker.io/library/`` by default; credentials from
+        ~/.docker/config.json); parallel xdist workers download each layer once.  An image
+        the store already has under that name is not fetched again."""
+        if not isinstance(self.backend, NativeBackend):
+            return self.backend.pull(ref)
+        from pydock import ImageNotFound, pull
+        try:
+            return self.backend.store.image(ref)
+        except ImageNotFound:
+            return pull(self.backend.store, ref)
+
     def import_image(self, tarball: str | os.PathLike[str] | IO[bytes], ref: str, *,
                      changes: Sequence[str] = ()) -> Image:
         """A rootfs tarball as an image (``pydock import``); the same tarball gives the same

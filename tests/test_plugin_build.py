@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
+from registry_server import registry_fixture  # noqa: F401  (the `registry` fixture)
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -142,3 +143,22 @@ def test_session_networks_are_removed_at_the_end_and_after_sigkill(
     NativeBackend(store_dir).sweep()  # what the next session (or any pydock command) runs first
     assert bridges() == set()
     assert not leftovers(store_dir)
+
+
+def test_pull_gets_an_image_from_a_registry(pytester: pytest.Pytester, store_dir: Path,
+                                            busybox_image: str, registry) -> None:
+    from pydock import Store, push
+    needs_root()
+    ref = f"{registry.host}/plugin-pull/busybox:1"
+    store = Store(store_dir)
+    push(store, "busybox", ref)
+    store.remove_image("busybox")  # only the registry has it now
+    pytester.makepyfile(test_pull=f"""
+        def test_pull(pydock):
+            image = pydock.pull("{ref}")
+            assert pydock.pull("{ref}").id == image.id  # the second time from the store
+            with pydock.run(image, ["echo", "pulled"], network="none") as c:
+                assert c.wait(10) == 0 and "pulled" in c.logs()
+    """)
+    run(pytester, store_dir).assert_outcomes(passed=1)
+    assert store.image(ref).id

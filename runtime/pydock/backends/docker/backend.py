@@ -170,6 +170,18 @@ class DockerBackend:
         return build(self, os.fspath(context), dockerfile=dockerfile, target=target,
                      build_args=build_args, tag=tag, no_cache=no_cache)
 
+    def pull(self, ref: str) -> Image:
+        """``ref`` pulled by the daemon (its registries, its credentials); an image the
+        daemon already has under that name is not fetched again."""
+        try:
+            return self.image(ref)
+        except ImageNotFound:
+            pass
+        parsed = ImageRef.parse(ref)
+        with api_errors(f"pull {ref}", image=ref):
+            self.api.pull(parsed.name, tag=parsed.tag)
+        return self.image(ref)
+
     def remove_image(self, ref: str) -> None:
         with api_errors(f"remove image {ref}", image=ref):
             self.api.remove_image(ref)
