@@ -269,8 +269,6 @@ class PydockSession:
         per test); they are removed at session end, or by the next session's sweep after a
         crash.
         """
-        if not isinstance(self.backend, NativeBackend):
-            raise NotImplementedError("pydock.network() needs the native backend for now")
         # unique in the session and across workers and sessions: a fixture may ask per test
         full = f"{name or 'pydock'}-{os.urandom(3).hex()}"
         net = self.backend.create_network(full, subnet=subnet,
@@ -393,7 +391,7 @@ class PydockSession:
                 except Exception:  # noqa: BLE001 - best effort at session end
                     pass
                 record.removed = True
-        if self._networks and isinstance(self.backend, NativeBackend):
+        if self._networks:
             for record in self.records:  # background removals must finish first
                 try:
                     record.container.native.wait(timeout=10)

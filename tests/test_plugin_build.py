@@ -162,3 +162,26 @@ def test_pull_gets_an_image_from_a_registry(pytester: pytest.Pytester, store_dir
     """)
     run(pytester, store_dir).assert_outcomes(passed=1)
     assert store.image(ref).id
+
+
+def test_networks_with_aliases_on_the_docker_backend(busybox_tar: Path) -> None:
+    """``pydock.network()`` and ``aliases=`` work the same through a Docker daemon."""
+    from conftest import require_service
+    from dockerhelp import docker_api
+    from pydock import DockerBackend, ImageConfig
+
+    from pytest_pydock.session import PydockSession
+    api = docker_api()
+    require_service(api is not None, "a Docker daemon (docker version)")
+    with PydockSession(DockerBackend()) as pd:
+        with open(busybox_tar, "rb") as f:
+            image = pd.backend.import_tar(f, config=ImageConfig(cmd=("sh",)),
+                                          ref="pydock-test/net-busybox:1")
+        net = pd.network("app")
+        with pd.run(image, ["sleep", "60"], network=net, aliases=["db"]), \
+                pd.run(image, ["sleep", "60"], network=net) as client, \
+                pd.run(image, ["sleep", "60"]) as outsider:
+            assert client.exec(["ping", "-c", "1", "-W", "2", "db"]).exit_code == 0
+            assert outsider.exec(["ping", "-c", "1", "-W", "1", "db"]).exit_code != 0
+    assert not api.networks(names=[net])
+    api.remove_image("pydock-test/net-busybox:1")

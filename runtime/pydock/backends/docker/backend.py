@@ -9,7 +9,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import IO, Any
 
@@ -186,6 +186,27 @@ class DockerBackend:
         with api_errors(f"remove image {ref}", image=ref):
             self.api.remove_image(ref)
 
+    # -- networks ---------------------------------------------------------------------------
+    def create_network(self, name: str, *, subnet: str | None = None,
+                       labels: Mapping[str, str] | None = None) -> DockerNetwork:
+        """A user-defined bridge network (containers on it reach each other by name and
+        alias), labelled like everything this backend makes (``close``/``sweep`` remove it)."""
+        all_labels = {**(labels or {}), LABEL: "1", HOST_LABEL: _host()}
+        if self.session_label is not None:
+            all_labels[SESSION_LABEL] = self.session_label
+        ipam = None
+        if subnet is not None:
+            import docker.types
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=subnet)])
+        with api_errors(f"create network {name}"):
+            doc = self.api.create_network(name, driver="bridge", labels=all_labels, ipam=ipam,
+                                          check_duplicate=True)
+        return DockerNetwork(id=str(doc["Id"]), name=name)
+
+    def remove_network(self, ref: str) -> None:
+        with api_errors(f"remove network {ref}"):
+            self.api.remove_network(ref)
+
     # -- containers -------------------------------------------------------------------------
     def create(self, image: str | Image, options: RunOptions | None = None,
                **kw: Any) -> DockerContainer:
@@ -302,6 +323,14 @@ class DockerBackend:
     def _sweep_once(self) -> None:
         if not self._swept:
             self.sweep()
+
+
+@dataclass(frozen=True)
+class DockerNetwork:
+    """A network in the daemon (what ``create_network`` returns)."""
+
+    id: str
+    name: str
 
 
 def _quietly(fn: Callable[[], object]) -> bool:
