@@ -450,3 +450,10 @@ def test_from_a_registry_reference_pulls_the_base(backend, ctx: Path, registry) 
     assert result.executed == 1
     assert run(backend, "pulled:1", "cat", "/p") == "pulled\n"
     assert backend.store.image(ref).id  # pulled and tagged under its name
+
+
+def test_from_platform_must_be_the_hosts(backend, ctx: Path) -> None:
+    ok = do_build(backend, ctx, "FROM --platform=$BUILDPLATFORM busybox\nRUN true\n")
+    assert ok.executed == 1
+    with pytest.raises(BuildError, match="only the host platform"):
+        do_build(backend, ctx, "FROM --platform=linux/s390x busybox\n")

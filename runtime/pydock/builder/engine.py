@@ -240,6 +240,12 @@ class Builder:
         self.step_number += 1
         self.reporter.step(self.step_number, self.total, stage.original or f"FROM {stage.base}")
         base_ref = self._expand_word(stage.base, self.global_args, stage.line, "FROM")
+        if stage.platform:
+            wanted = self._expand_word(stage.platform, self.global_args, stage.line, "FROM")
+            host = f"linux/{_architecture()}"
+            if wanted.lower() not in (host, "linux", f"{host}/v1"):
+                raise self._error(stage.line, "FROM", f"--platform={wanted}: only the host "
+                                  f"platform ({host}) can be built here (no emulation)")
         key, data = self._base(base_ref, stage)
         doc = json.loads(data)
         config = ImageConfig.from_oci(doc.get("config"))
