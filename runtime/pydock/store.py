@@ -125,8 +125,13 @@ class Store:
                     path.mkdir(exist_ok=True)
                     path.chmod(0o755)
             for name in ("images", "tmp", "containers"):
-                if not (self.root / name).is_symlink():  # containers/ may link to tmpfs
-                    (self.root / name).mkdir(exist_ok=True)
+                path = self.root / name
+                if not path.is_symlink():  # containers/ may link to tmpfs
+                    try:
+                        path.mkdir(exist_ok=True)
+                    except FileExistsError:  # linked (to a run dir not made yet) meanwhile
+                        if not path.is_symlink():
+                            raise
         except OSError as exc:
             raise StoreError(f"cannot create the image store at {self.root}: {exc}") from exc
 

@@ -293,7 +293,7 @@ def containers_root(store_root: Path) -> Path:
         except (IsADirectoryError, NotADirectoryError):
             try:
                 link.rmdir()  # an empty directory made by the store: replace it
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # another process linked it
                 continue
             except OSError:
                 os.unlink(tmp)
