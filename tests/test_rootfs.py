@@ -23,8 +23,12 @@ def host_mounts(store_dir: Path) -> list[str]:
 
 
 def my_children() -> list[int]:
-    """Live processes whose parent is this test process, other than session monitors and
-    the registry server some tests start."""
+    """Live processes whose parent is this test process and that were not there when the
+    test began (a session-scoped registry server is no leak), other than session monitors."""
+    return [pid for pid in _children() if pid not in _BEFORE]
+
+
+def _children() -> list[int]:
     out = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -34,11 +38,19 @@ def my_children() -> list[int]:
                 comm = f.read().strip()
         except OSError:
             continue
-        # (the session's registry server is a child too: a service, not a leak)
-        if int(fields[1]) == os.getpid() and comm not in ("pydock-monitor", "docker-registry") \
-                and fields[0] != "Z":
+        if int(fields[1]) == os.getpid() and comm != "pydock-monitor" and fields[0] != "Z":
             out.append(int(pid))
     return out
+
+
+@pytest.fixture(autouse=True)
+def _children_before() -> None:
+    """What ran before each test (services of other modules' fixtures) is not its leak."""
+    _BEFORE.clear()
+    _BEFORE.update(_children())
+
+
+_BEFORE: set[int] = set()
 
 
 def exited(backend, script: str):  # type: ignore[no-untyped-def]
