@@ -9,7 +9,6 @@ import sys
 import tempfile
 
 from ..errors import UsageError
-from ..sources.archives import load_images, save_images
 from ..store import Store
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -47,6 +46,7 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def cmd_save(args: argparse.Namespace) -> int:
+    from ..sources.archives import save_images
     store = _store(args)
     if args.output in (None, "-"):
         if sys.stdout.isatty():
@@ -74,6 +74,7 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from ..sources.archives import load_images
     store = _store(args)
     if args.input in (None, "-"):
         if args.input is None and sys.stdin.isatty():

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..builder import BuildOptions, BuildReporter, build
 from ..errors import BuildError, UsageError
-from ..store import Store
+
+if TYPE_CHECKING:
+    from ..builder import BuildReporter
 
 _DESCRIPTION = """\
 Build an image from a Dockerfile and a context directory, like `docker build`. RUN steps run
@@ -51,25 +53,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(func=cmd_build)
 
 
-class ConsoleReporter(BuildReporter):
-    """Docker's classic build output on stdout."""
+def console_reporter() -> BuildReporter:
+    """Docker's classic build output on stdout (the builder is imported only when used)."""
+    from ..builder import BuildReporter
 
-    def __init__(self) -> None:
-        self.out = sys.stdout
+    class ConsoleReporter(BuildReporter):
+        """Docker's classic build output on stdout."""
 
-    def step(self, number: int, total: int, text: str) -> None:
-        first, _, rest = text.strip().partition("\n")
-        self.out.write(f"Step {number}/{total} : {first}{' ...' if rest else ''}\n")
-        self.out.flush()
+        def __init__(self) -> None:
+            self.out = sys.stdout
 
-    def note(self, text: str) -> None:
-        self.out.write(f"{text}\n")
-        self.out.flush()
+        def step(self, number: int, total: int, text: str) -> None:
+            first, _, rest = text.strip().partition("\n")
+            self.out.write(f"Step {number}/{total} : {first}{' ...' if rest else ''}\n")
+            self.out.flush()
 
-    def output(self, data: bytes) -> None:
-        self.out.flush()
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+        def note(self, text: str) -> None:
+            self.out.write(f"{text}\n")
+            self.out.flush()
+
+        def output(self, data: bytes) -> None:
+            self.out.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+
+    return ConsoleReporter()
 
 
 def _pairs(values: list[str], what: str, *, from_env: bool) -> dict[str, str]:
@@ -98,15 +106,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         text = sys.stdin.read()
     if not Path(context).is_dir():
         raise UsageError(f"unable to prepare context: path {context!r} not found")
+    from ..builder import BuildOptions
     opts = BuildOptions(
         context=context, dockerfile=None if args.file in (None, "-") else args.file,
         dockerfile_text=text, tags=tuple(args.tag),
         build_args=_pairs(args.build_arg, "--build-arg", from_env=True), target=args.target,
         no_cache=args.no_cache, labels=_pairs(args.label, "--label", from_env=False))
-    store = Store(getattr(args, "store", None))
+    from ..builder import build
     from ..sources import resolve_base
+    from ..store import Store
+    store = Store(getattr(args, "store", None))
     try:
-        result = build(store, opts, reporter=None if args.quiet else ConsoleReporter(),
+        result = build(store, opts, reporter=None if args.quiet else console_reporter(),
                        resolve_base=resolve_base)
     except BuildError as exc:
         if args.quiet and exc.output:
