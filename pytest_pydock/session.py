@@ -48,6 +48,14 @@ if TYPE_CHECKING:
 
 AnyBackend: TypeAlias = "NativeBackend | DockerBackend"
 AnyContainer: TypeAlias = "NativeContainer | DockerContainer"
+Ports: TypeAlias = "Sequence[int | str] | Mapping[int | str, int | None]"
+
+
+def publish_specs(ports: Ports) -> list[str]:
+    """``run(ports=...)`` as ``-p`` specs on 127.0.0.1: ``8000`` or ``"53/udp"`` (a free
+    host port), ``{8000: 18000}`` (that one), ``{8000: None}`` (a free one)."""
+    items = ports.items() if isinstance(ports, Mapping) else ((p, None) for p in ports)
+    return [f"127.0.0.1:{'' if host is None else host}:{port}" for port, host in items]
 
 
 class Keep(enum.Enum):
@@ -115,12 +123,21 @@ class Container:
         from pydock.backends.native import rootfs
         return rootfs.commit(self._c, ref=ref, changes=changes)
 
-    def address(self, port: int) -> tuple[str, int]:
+    def ports(self) -> dict[str, list[tuple[str, int]]]:
+        """Its published ports: ``{"8000/tcp": [("127.0.0.1", 49153)]}`` (``pydock port``)."""
+        return self._c.ports()
+
+    def address(self, port: int, proto: str = "tcp") -> tuple[str, int]:
         """Where the host reaches ``port`` of the container.
 
-        Containers on a bridge network (the default ``bridge`` or a user network) answer on
-        their IP address; containers on the host network on 127.0.0.1.
+        A published port (``run(ports=[port])``) answers on its host address and port;
+        else containers on a bridge network (the default ``bridge`` or a user network)
+        answer on their IP address, and containers on the host network on 127.0.0.1.
         """
+        bindings = self._c.ports().get(f"{port}/{proto}")
+        if bindings:
+            host, published = bindings[0]
+            return ("127.0.0.1" if host == "0.0.0.0" else host, published)
         if self._c.spec.network == "host":
             return ("127.0.0.1", port)
         lookup = getattr(self._c, "ip_address", None)  # a backend without it: no address
@@ -136,6 +153,34 @@ class Container:
         host, p = self.address(port)
         return f"http://{host}:{p}{path}"
 
+    def faults(self, *, delay: str | float | None = None, jitter: str | float | None = None,
+               loss: str | float | None = None, rate: str | int | None = None,
+               interface: str = "eth0") -> FaultsApplied:
+        """Network faults on its traffic now (``delay="100ms", jitter="10ms", loss="5%",
+        rate="1mbit"``), replacing earlier ones; as a context manager they are cleared at
+        its end.  Needs a bridge network (see README: what needs tc netem)."""
+        self._c.set_faults(delay=delay, jitter=jitter, loss=loss, rate=rate,
+                           interface=interface)
+        return FaultsApplied(self, interface)
+
+    def clear_faults(self, *, interface: str = "eth0") -> None:
+        """Remove its network faults: normal traffic again."""
+        self._c.clear_faults(interface=interface)
+
+    def connect(self, network: str, *, aliases: Sequence[str] = ()) -> None:
+        """Join ``network`` (another of ``pydock.network()``'s) while running."""
+        connect = getattr(self._c, "connect", None)
+        if connect is None:
+            raise NotImplementedError("connect() needs the native backend")
+        connect(network, aliases=aliases)
+
+    def disconnect(self, network: str) -> None:
+        """Leave ``network``: its peers there stop reaching it (a partition)."""
+        disconnect = getattr(self._c, "disconnect", None)
+        if disconnect is None:
+            raise NotImplementedError("disconnect() needs the native backend")
+        disconnect(network)
+
     def stop(self, timeout: float | None = None) -> None:
         self._c.stop(timeout)
 
@@ -150,6 +195,20 @@ class Container:
     def wait(self, timeout: float | None = None) -> int:
         """Wait for it to exit; its exit code."""
         return self._c.wait(timeout).exit_code
+
+
+class FaultsApplied:
+    """What ``Container.faults`` returns: ``with c.faults(delay="200ms"): ...`` clears them
+    at the end of the block."""
+
+    def __init__(self, container: Container, interface: str) -> None:
+        self.container, self.interface = container, interface
+
+    def __enter__(self) -> Container:
+        return self.container
+
+    def __exit__(self, *exc: object) -> None:
+        self.container.clear_faults(interface=self.interface)
 
 
 @dataclass
@@ -294,12 +353,13 @@ class PydockSession:
             user: str | None = None, workdir: str | None = None, memory: int | None = None,
             pids_limit: int | None = None, init: bool = True, aliases: Sequence[str] = (),
             ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0,
+            ports: Ports = (),
             ) -> Iterator[Container]:
         """A fresh container of ``image``, ready, removed (writable layer gone) on exit."""
         c = self.start(image, command, env=env, volumes=volumes, tmpfs=tmpfs, network=network,
                        name=name, user=user, workdir=workdir, memory=memory,
                        pids_limit=pids_limit, init=init, aliases=aliases, ready=ready,
-                       timeout=timeout)
+                       timeout=timeout, ports=ports)
         try:
             yield c
         finally:
@@ -310,12 +370,15 @@ class PydockSession:
               tmpfs: Sequence[str] = (), network: str = "bridge", name: str | None = None,
               user: str | None = None, workdir: str | None = None, memory: int | None = None,
               pids_limit: int | None = None, init: bool = True, aliases: Sequence[str] = (),
-              ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0) -> Container:
+              ready: Probe | Sequence[Probe] | None = None, timeout: float = 30.0,
+              ports: Ports = ()) -> Container:
         """Like ``run`` without the context: the caller calls ``finish``.
 
         ``network``: ``bridge`` (the default: its own address, see ``address``), ``none``,
         ``host`` or a network from ``pydock.network()``; ``aliases``: more names the other
-        containers on that network reach it by."""
+        containers on that network reach it by.  ``ports``: container ports to publish on
+        the host's 127.0.0.1 (``[8000, "53/udp"]``: a free host port each;
+        ``{8000: 18000}``: that host port), see ``Container.address``."""
         from pydock.spec import parse_tmpfs
         if isinstance(command, str):
             command = ["/bin/sh", "-c", command]
@@ -325,6 +388,7 @@ class PydockSession:
             command=command, env=[f"{k}={v}" for k, v in (env or {}).items()],
             mounts=mounts, network=network, user=user, working_dir=workdir, memory=memory,
             pids_limit=pids_limit, init=init, network_aliases=tuple(aliases),
+            ports=publish_specs(ports),
             name=f"{name}-{self.worker}" if name and self.worker else name,
             labels={"pydock.test": self.current_test or "",
                     # kept containers must survive the session: no session label for them

@@ -157,6 +157,8 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
             continue
         if comm in ("pydock-monitor", "pydock-init") and str(store_dir) in cmdline:
             found["processes"].append(f"{pid} {comm} {cmdline}")
+        elif comm == "pydock-delay" and any(d in cmdline for d in run_dirs):
+            found["processes"].append(f"{pid} {comm} {cmdline}")
         elif _in_container_of(pid, run_dirs):
             found["processes"].append(f"{pid} {comm} {cmdline} (in a container)")
     from pydock.backends.native.state import cgroup_prefix
@@ -167,7 +169,27 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
             if d.startswith(prefix):
                 found["cgroups"].append(os.path.join(dirpath, d))
     found["links"] = network_links(store_dir)
+    found["nft rules"] = published_rules(store_dir)
     return {k: v for k, v in found.items() if v}
+
+
+def published_rules(store_dir: Path) -> list[str]:
+    """Published ports' DNAT rules (table ``ip pydock``) of the store's containers, and of
+    containers without a live address lease (what the sweep removes); nothing to read
+    (no libnftables) until a port was ever published on this host."""
+    from pydock.backends.native.network_ipam import peek, state_dir
+    from pydock.backends.native.state import store_tag
+
+    if os.geteuid() != 0 or not (state_dir() / "published").exists():
+        return []
+    from pydock.backends.native.portmap import PortForwarder
+
+    run = Path(f"/dev/shm/pydock-{store_tag(store_dir)}/containers")
+    mine = set(os.listdir(run)) if run.is_dir() else set()
+    live = {(lease.cid, lease.ip) for lease in peek().live_leases() if lease.cid}
+    with PortForwarder() as fw:
+        return [m.comment() for m in fw.mappings()
+                if m.container_id in mine or (m.container_id, m.container_ip) not in live]
 
 
 def network_links(store_dir: Path) -> list[str]:

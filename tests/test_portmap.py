@@ -1,4 +1,5 @@
-"""Published ports: Docker's -p rules, host-port reservation, nftables DNAT to a test netns."""
+"""Published ports: Docker's -p rules (pydock.ports), host-port reservation and nftables DNAT
+to a test netns (portmap.py)."""
 
 from __future__ import annotations
 
@@ -14,31 +15,30 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import needs_root, require_service
-from pydock.backends.native.portmap import (
-    Mapping,
-    PortForwarder,
-    PortSpec,
-    format_port,
-    parse_publish,
-    publish_all,
-    reserve,
-)
+from pydock.backends.native.portmap import Mapping, PortForwarder, reserve
 from pydock.errors import NetworkError, PortAllocated, UsageError
+from pydock.models import PortSpec
+from pydock.ports import format_port, parse_publish, publish_all, resolve_ports
+
+ANY = "0.0.0.0"
 
 # -- parsing (pure) ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("80", (PortSpec(80),)),
+    # without a host port: a free one on 127.0.0.1; with one: 0.0.0.0 (Docker's default)
+    ("80", (PortSpec(80, "tcp", "127.0.0.1"),)),
     ("80/udp", (PortSpec(80, "udp"),)),
     ("80/UDP", (PortSpec(80, "udp"),)),
-    ("8080:80", (PortSpec(80, "tcp", "0.0.0.0", 8080),)),
+    ("8080:80", (PortSpec(80, "tcp", ANY, 8080),)),
     ("127.0.0.1:8080:80/udp", (PortSpec(80, "udp", "127.0.0.1", 8080),)),
     ("127.0.0.1::80", (PortSpec(80, "tcp", "127.0.0.1", None),)),
+    ("0.0.0.0::80", (PortSpec(80, "tcp", ANY, None),)),
     ("0:80", (PortSpec(80),)),
-    ("8000-8001:80-81", (PortSpec(80, host_port=8000), PortSpec(81, host_port=8001))),
+    ("8000-8001:80-81", (PortSpec(80, host_ip=ANY, host_port=8000),
+                         PortSpec(81, host_ip=ANY, host_port=8001))),
     ("80-81", (PortSpec(80), PortSpec(81))),
-    ("8000-8010:80", (PortSpec(80, host_port=8000, host_port_end=8010),)),
+    ("8000-8010:80", (PortSpec(80, host_ip=ANY, host_port=8000, host_port_end=8010),)),
     ("[127.0.0.1]:8080:80", (PortSpec(80, host_ip="127.0.0.1", host_port=8080),)),
 ])
 def test_parse_publish(text: str, expected: tuple[PortSpec, ...]) -> None:
@@ -71,16 +71,34 @@ def test_publish_all_takes_exposed_ports() -> None:
         publish_all(["x/tcp"])
 
 
+def test_resolve_ports_of_run_options() -> None:
+    assert resolve_ports([8000, "53/udp", PortSpec(9000, host_port=19000), "8000"]) == (
+        PortSpec(8000), PortSpec(53, "udp"), PortSpec(9000, host_port=19000))
+    # -P: the exposed ports that no -p publishes
+    assert resolve_ports(["8080:80"], publish_all_exposed=True,
+                         exposed=["80/tcp", "443/tcp"]) == (
+        PortSpec(80, host_ip=ANY, host_port=8080), PortSpec(443))
+    with pytest.raises(UsageError, match="invalid published port 1.5"):
+        resolve_ports([1.5])  # type: ignore[list-item]
+    with pytest.raises(UsageError, match="invalid proto: sctp"):
+        resolve_ports([PortSpec(80, "sctp")])
+    with pytest.raises(UsageError, match="invalid hostPort: 70000"):
+        resolve_ports([PortSpec(80, host_port=70000)])
+    with pytest.raises(UsageError, match="IPv6 host address ::1"):
+        resolve_ports([PortSpec(80, host_ip="::1")])
+
+
 def test_format_port_like_docker() -> None:
-    ms = [Mapping("c1", "udp", "0.0.0.0", 49154, "10.0.0.2", 53),
-          Mapping("c1", "tcp", "127.0.0.1", 49153, "10.0.0.2", 80),
-          Mapping("c1", "tcp", "0.0.0.0", 8443, "10.0.0.2", 443)]
-    assert format_port(ms, name="web") == [
+    ports = {"53/udp": [(ANY, 49154)], "80/tcp": [("127.0.0.1", 49153)],
+             "443/tcp": [(ANY, 8443)]}
+    assert format_port(ports, name="web") == [
         "53/udp -> 0.0.0.0:49154", "80/tcp -> 127.0.0.1:49153", "443/tcp -> 0.0.0.0:8443"]
-    assert format_port(ms, name="web", private="80") == ["127.0.0.1:49153"]
-    assert format_port([("80/tcp", "0.0.0.0", 1)], name="web", private="80/tcp") == ["0.0.0.0:1"]
-    with pytest.raises(NetworkError, match="No public port '80/udp' published for web"):
-        format_port(ms, name="web", private="80/udp")
+    assert format_port(ports, name="web", private="80") == ["127.0.0.1:49153"]
+    assert format_port(ports, name="web", private="443/tcp") == ["0.0.0.0:8443"]
+    with pytest.raises(NetworkError, match="^No public port '80/udp' published for web$"):
+        format_port(ports, name="web", private="80/udp")
+    with pytest.raises(NetworkError, match="^No public port '90' published for web$"):
+        format_port(ports, name="web", private="90")
 
 
 def test_mapping_comment_round_trip() -> None:
@@ -105,13 +123,16 @@ def test_reserve_chooses_a_port_and_holds_it() -> None:
 
 
 def test_reserve_in_a_host_range_skips_taken_ports() -> None:
-    first, port = reserve(PortSpec(80))
+    first, port = reserve(PortSpec(80, host_ip=ANY))
     with first:
-        sock, chosen = reserve(PortSpec(80, host_port=port, host_port_end=port + 1))
+        sock, chosen = reserve(PortSpec(80, host_ip=ANY, host_port=port,
+                                        host_port_end=port + 1))
         with sock:
             assert chosen == port + 1
         with pytest.raises(PortAllocated, match=f"0.0.0.0:{port}-{port} failed"):
-            reserve(PortSpec(80, host_port=port, host_port_end=port))
+            reserve(PortSpec(80, host_ip=ANY, host_port=port, host_port_end=port))
+        with pytest.raises(PortAllocated, match=f"127.0.0.1:{port} failed"):
+            reserve(PortSpec(80, host_port=port))  # 0.0.0.0 covers 127.0.0.1
     with pytest.raises(NetworkError, match="no such address on this host"):
         reserve(PortSpec(80, host_ip="192.0.2.222"))
 
@@ -119,7 +140,8 @@ def test_reserve_in_a_host_range_skips_taken_ports() -> None:
 def test_parallel_processes_get_distinct_ports() -> None:
     code = textwrap.dedent("""
         import sys
-        from pydock.backends.native.portmap import PortSpec, reserve
+        from pydock.backends.native.portmap import reserve
+        from pydock.models import PortSpec
         held = [reserve(PortSpec(80, sys.argv[1]))  for _ in range(40)]
         print(" ".join(str(p) for _, p in held), flush=True)
         sys.stdin.read()   # hold the reservations until the test closes stdin
@@ -345,6 +367,22 @@ def test_two_containers_then_remove_for_and_sweep(boxes: tuple[str, list[Box]],
         forwarder.remove_all()
         assert not forwarder.exists()
         forwarder.remove_all()                             # idempotent
+
+
+def test_add_replaces_stale_rules_of_its_host_port(boxes: tuple[str, list[Box]],
+                                                  forwarder: PortForwarder) -> None:
+    """Whoever holds a port's reservation owns it: a rule left on that port by a dead
+    owner goes in the same batch."""
+    bridge, (box1, box2) = boxes
+    sock, port = reserve(PortSpec(8080, host_ip=ANY))
+    with sock:
+        forwarder.add([Mapping("old", "tcp", ANY, port, box1.ip, 8080)], bridge=bridge)
+        forwarder.add([Mapping("other", "udp", ANY, port, box1.ip, 5353)], bridge=bridge)
+        assert tcp_ask("127.0.0.1", port).startswith(b"tcp box1")
+        forwarder.add([Mapping("new", "tcp", "127.0.0.1", port, box2.ip, 8080)],
+                      bridge=bridge)
+        assert sorted(m.container_id for m in forwarder.mappings()) == ["new", "other"]
+        assert tcp_ask("127.0.0.1", port).startswith(b"tcp box2")
 
 
 def test_coexists_with_dockers_forward_drop(boxes: tuple[str, list[Box]],

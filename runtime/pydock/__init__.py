@@ -29,6 +29,7 @@ _EXPORTS = {
     "UsageError": "errors",
     "ContainerSpec": "models", "ExecResult": "models", "ExitStatus": "models",
     "Image": "models", "ImageConfig": "models", "ImageRef": "models", "Mount": "models",
+    "PortSpec": "models", "NetworkError": "errors", "PortAllocated": "errors",
     "RunOptions": "spec",
     "Store": "store",
     "BuildError": "errors", "BuildOptions": "builder", "BuildReporter": "builder",
@@ -51,6 +52,7 @@ __all__ = [
     "DockerBackend", "DockerContainer",
     "ArchiveError", "LoadedImage", "load_images", "save_images",
     "HostViewError", "host_image",
+    "NetworkError", "PortAllocated", "PortSpec",
 ]
 
 
@@ -85,13 +87,24 @@ if TYPE_CHECKING:
         InvalidState,
         LayerError,
         NameConflict,
+        NetworkError,
+        PortAllocated,
         PydockError,
         RegistryError,
         StartError,
         StoreError,
         UsageError,
     )
-    from .models import ContainerSpec, ExecResult, ExitStatus, Image, ImageConfig, ImageRef, Mount
+    from .models import (
+        ContainerSpec,
+        ExecResult,
+        ExitStatus,
+        Image,
+        ImageConfig,
+        ImageRef,
+        Mount,
+        PortSpec,
+    )
     from .sources.archives import LoadedImage, load_images, save_images
     from .sources.host import host_image
     from .sources.registry import Progress, pull, push, push_index

@@ -168,6 +168,26 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class PortSpec:
+    """A published port (``-p``): container port and protocol, host address and port.
+
+    ``host_port`` None: a free port is chosen at start (within ``host_port..host_port_end``
+    when that is set).  ``parse_publish`` (ports.py) makes these from ``-p`` text.
+    """
+
+    container_port: int
+    proto: str = "tcp"               # "tcp" | "udp"
+    host_ip: str = "127.0.0.1"
+    host_port: int | None = None
+    host_port_end: int | None = None
+
+    @property
+    def key(self) -> str:
+        """``"80/tcp"``: the ExposedPorts / NetworkSettings.Ports key."""
+        return f"{self.container_port}/{self.proto}"
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to create a container, validated (see spec.py)."""
 
@@ -184,6 +204,7 @@ class ContainerSpec:
     network: str = "bridge"          # bridge (the default network), none, host, or a user network
     network_aliases: tuple[str, ...] = ()           # more names on a user network
     extra_hosts: tuple[tuple[str, str], ...] = ()   # --add-host (host, ip or "host-gateway")
+    ports: tuple[PortSpec, ...] = ()                # -p / -P, resolved (none on host network)
     init: bool = False
     tty: bool = False
     stdin_open: bool = False

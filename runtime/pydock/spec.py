@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .models import ContainerSpec, Image, Mount
+from .models import ContainerSpec, Image, Mount, PortSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORKS = ("bridge", "none", "host")   # builtin; any other valid name is a user network
@@ -34,6 +34,8 @@ class RunOptions:
     network: str = "bridge"
     network_aliases: Sequence[str] = ()
     extra_hosts: Sequence[str] = ()          # "HOST:IP", IP may be host-gateway
+    ports: Sequence[str | int | PortSpec] = ()  # -p: "8080:80", "127.0.0.1::53/udp", 80
+    publish_all: bool = False                # -P: every port the image EXPOSEs
     init: bool = False
     tty: bool = False
     stdin_open: bool = False
@@ -111,6 +113,7 @@ def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> Container
         network="bridge" if opts.network == "default" else opts.network,
         network_aliases=tuple(opts.network_aliases),
         extra_hosts=tuple(parse_add_host(h) for h in opts.extra_hosts),
+        ports=_ports(image, opts),
         init=opts.init,
         tty=opts.tty,
         stdin_open=opts.stdin_open,
@@ -125,6 +128,21 @@ def make_spec(image: Image, opts: RunOptions, *, container_id: str) -> Container
     )
     validate(spec, given_name=opts.name)
     return spec
+
+
+def _ports(image: Image, opts: RunOptions) -> tuple[PortSpec, ...]:
+    """Published ports (pydock/ports.py); Docker discards them on the host network (the
+    CLI warns), and refuses them with ``--network none`` (nothing to forward to)."""
+    from .ports import resolve_ports
+    specs = resolve_ports(opts.ports, publish_all_exposed=opts.publish_all,
+                          exposed=image.config.exposed_ports)
+    if not specs or opts.network == "host":
+        return ()
+    if opts.network == "none":
+        raise UsageError(f"cannot publish ports ({', '.join(s.key for s in specs)}) of a "
+                         "container on network none: it has no address to forward to (use "
+                         "a bridge network)")
+    return specs
 
 
 # -- validation: a list of small named checks (runc's configs/validate) --------------------

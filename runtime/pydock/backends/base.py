@@ -38,8 +38,9 @@ class Capabilities:
     # The host can read and enter a container's network namespace (probes check ports and
     # HTTP from inside, without tools in the image): native, and docker with a local daemon.
     netns_access: bool = True
-    # Delay, loss or cut links of a running container (tc netem in its network namespace).
-    network_faults: bool = False
+    # Delay, loss, rate of a running container's traffic (set_faults/clear_faults, in its
+    # network namespace: faults.py): native, and docker with a local daemon (as root).
+    network_faults: bool = True
 
 
 class Container(Protocol):

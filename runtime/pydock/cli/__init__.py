@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import PydockError, UsageError
-from . import archives, build, containers, files, host, images, networks, registry
+from . import archives, build, containers, files, host, images, networks, ports, registry
 
 PROG = "pydock"
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.register(sub)
     host.register(sub)
     networks.register(sub)
+    ports.register(sub)
     return parser
 
 

@@ -58,6 +58,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "share the host's network; or a network made with `network create`")
     p.add_argument("--network-alias", action="append", default=[], metavar="ALIAS",
                    help="another name of the container on its user network")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:][HOSTPORT:]PORT[/udp]",
+                   help="publish a container port on the host: without HOSTPORT a free "
+                        "port on 127.0.0.1 (see `pydock port`), with one on 0.0.0.0 "
+                        "unless IP is given")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every port the image EXPOSEs on a free port of 127.0.0.1")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add an /etc/hosts line; IP host-gateway: the host (the bridge's "
                         "address)")
@@ -86,6 +93,9 @@ def run_options(args: argparse.Namespace, *, detach: bool, auto_remove: bool) ->
     kw: dict[str, Any] = {}
     if args.entrypoint is not None:
         kw["entrypoint"] = args.entrypoint
+    if (args.publish or args.publish_all) and args.network == "host":
+        print("WARNING: Published ports are discarded when using host network mode",
+              file=sys.stderr)
     return RunOptions(
         command=list(args.command) or None,
         env=env,
@@ -98,6 +108,8 @@ def run_options(args: argparse.Namespace, *, detach: bool, auto_remove: bool) ->
         network=args.network,
         network_aliases=args.network_alias,
         extra_hosts=args.add_host,
+        ports=args.publish,
+        publish_all=args.publish_all,
         init=args.init or detach,
         tty=args.tty,
         stdin_open=args.interactive,
@@ -363,7 +375,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
         command = " ".join(c.spec.argv)
         rows.append([c.id if args.no_trunc else c.id[:12], truncate(c.spec.image_name, 30),
                      f'"{command if args.no_trunc else truncate(command, 20)}"',
-                     ago(c.dir.config.get("created")), status_text(state), "", c.name])
+                     ago(c.dir.config.get("created")), status_text(state),
+                     ", ".join(f"{ip}:{port}->{key}" for key, bindings in c.ports().items()
+                               for ip, port in bindings), c.name])
     if not args.quiet:
         print(format_table([["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS",
                              "PORTS", "NAMES"], *rows]))

@@ -228,3 +228,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "logs": cmd_logs, "stop": cmd_stop, "kill": cmd_kill, "wait": cmd_wait, "rm": cmd_rm,
     "ps": cmd_ps, "inspect": cmd_inspect,
 }
+
+
+def _ports_commands() -> None:
+    from .ports import DOCKER_COMMANDS
+    COMMANDS.update(DOCKER_COMMANDS)
+
+
+_ports_commands()

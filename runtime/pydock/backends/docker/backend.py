@@ -87,7 +87,8 @@ class DockerBackend:
         self.session_label: str | None = (process_label() if session_label is _OWN
                                           else session_label)  # type: ignore[assignment]
         self.capabilities = Capabilities(netns_access=self.endpoint.local and os.geteuid() == 0,
-                                         network_faults=False)
+                                         network_faults=self.endpoint.local
+                                         and os.geteuid() == 0)
         self._swept = False
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -223,8 +224,8 @@ class DockerBackend:
         check = replace(opts, mounts=opts.mounts if self.endpoint.local else (),
                         network="none" if opts.network.startswith("container:")
                         else opts.network)
-        make_spec(img, check, container_id="0" * 64)
-        args = create_args(opts, self._labels(opts.labels or {}))
+        spec = make_spec(img, check, container_id="0" * 64)
+        args = create_args(opts, self._labels(opts.labels or {}), ports=spec.ports)
         with api_errors(f"create container from {ref}", image=ref):
             host = self.api.create_host_config(**args.host)
             cid = self.api.create_container(ref, host_config=host, **args.container)["Id"]

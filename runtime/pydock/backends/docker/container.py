@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ContainerError, ContainerNotFound, ExecError, InvalidState, UsageError
-from ...models import ContainerSpec, ExecResult, ExitStatus, Image, ImageRef, Mount
+from ...models import ContainerSpec, ExecResult, ExitStatus, Image, ImageRef, Mount, PortSpec
 from ...spec import parse_signal
 from ..base import Status
 from .client import api_errors
@@ -36,6 +36,13 @@ def spec_of(doc: dict[str, Any]) -> ContainerSpec:
         mounts.append(Mount(target=target, kind="tmpfs", options=options,
                             readonly="ro" in options.split(",")))
     pids = host.get("PidsLimit")
+    ports = []
+    for key, bindings in (host.get("PortBindings") or {}).items():
+        port, _, proto = key.partition("/")
+        for b in bindings or ():
+            start, _, end = (b.get("HostPort") or "").partition("-")
+            ports.append(PortSpec(int(port), proto or "tcp", b.get("HostIp") or "0.0.0.0",
+                                  int(start) if start else None, int(end) if end else None))
     return ContainerSpec(
         image_id=doc.get("Image") or "",
         image_name=cfg.get("Image") or "",
@@ -48,6 +55,7 @@ def spec_of(doc: dict[str, Any]) -> ContainerSpec:
         labels=tuple(sorted((cfg.get("Labels") or {}).items())),
         mounts=tuple(mounts),
         network=host.get("NetworkMode") or "default",
+        ports=tuple(ports),
         init=bool(host.get("Init")),
         tty=bool(cfg.get("Tty")),
         stdin_open=bool(cfg.get("OpenStdin")),
@@ -218,6 +226,52 @@ class DockerContainer:
             raise InvalidState(
                 f"cannot remove container {self.name}: it is running; stop it first or "
                 "use force (rm -f)") from None
+
+    # -- ports and network faults -----------------------------------------------------------
+    def ports(self) -> dict[str, list[tuple[str, int]]]:
+        """Its published IPv4 ports while it runs: ``{"80/tcp": [("127.0.0.1", 49153)]}``."""
+        doc = self.inspect()
+        if not (doc.get("State") or {}).get("Running"):
+            return {}
+        out: dict[str, list[tuple[str, int]]] = {}
+        for key, bindings in ((doc.get("NetworkSettings") or {}).get("Ports") or {}).items():
+            for b in bindings or ():
+                if ":" not in (b.get("HostIp") or "") and b.get("HostPort"):
+                    out.setdefault(key, []).append((b.get("HostIp") or "0.0.0.0",
+                                                    int(b["HostPort"])))
+        return out
+
+    def _fault_pid(self) -> int:
+        if self.status is not Status.RUNNING:
+            raise InvalidState(f"cannot set network faults on container {self.name}: it is "
+                               "not running")
+        if self.spec.network in ("host", "none") or self.spec.network.startswith("container:"):
+            raise UsageError(f"cannot set network faults on container {self.name}: it is on "
+                             f"network {self.spec.network} (faults need its own network "
+                             "namespace on a bridge)")
+        pid = self.pid
+        if not pid:
+            raise UsageError(
+                f"network faults on container {self.name} are unsupported: they need the "
+                f"Docker daemon on this machine ({self.backend.endpoint.base_url} is not), to "
+                "reach the container's network namespace")
+        return pid
+
+    def set_faults(self, *, delay: str | float | None = None, jitter: str | float | None = None,
+                   loss: str | float | None = None, rate: str | int | None = None,
+                   interface: str = "eth0") -> Any:
+        """Network faults on its traffic, applied in its network namespace as the native
+        engine does (a local daemon only; see the native backend's set_faults)."""
+        from ..native.faults import apply, netns_of
+        pid = self._fault_pid()
+        return apply(netns_of(pid), interface, delay=delay, jitter=jitter, loss=loss, rate=rate,
+                     hold="process", watch=pid, owner=f"docker:{self.id[:12]}")
+
+    def clear_faults(self, *, interface: str = "eth0") -> None:
+        """Remove its network faults (nothing to do when it is not running)."""
+        from ..native.faults import clear, netns_of
+        if self.status is Status.RUNNING:
+            clear(netns_of(self._fault_pid()), interface)
 
     # -- processes --------------------------------------------------------------------------
     def exec(self, argv: Sequence[str] | str, *, env: Sequence[str] = (),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ...errors import UsageError
-from ...models import ImageConfig
+from ...models import ImageConfig, PortSpec
 from ...spec import _UNSET, RunOptions, parse_add_host, parse_signal
 
 # The RunOptions fields translated below; a new field nobody translated yet is refused
@@ -17,6 +18,7 @@ TRANSLATED = frozenset({
     "command", "entrypoint", "env", "working_dir", "user", "hostname", "name", "labels",
     "mounts", "network", "network_aliases", "extra_hosts", "init", "tty", "stdin_open",
     "auto_remove", "memory", "pids_limit", "cpus", "stop_signal", "stop_timeout",
+    "ports", "publish_all",
 })
 
 
@@ -36,9 +38,12 @@ def unsupported(opts: RunOptions) -> list[str]:
             and getattr(opts, f.name) != getattr(default, f.name)]
 
 
-def create_args(opts: RunOptions, labels: dict[str, str]) -> CreateArgs:
+def create_args(opts: RunOptions, labels: dict[str, str], *,
+                ports: Sequence[PortSpec] = ()) -> CreateArgs:
     """The Engine API arguments for ``opts``; the daemon merges them with the image's config
-    as ``docker create`` does (so Docker's own rules apply)."""
+    as ``docker create`` does (so Docker's own rules apply).  ``ports``: the published
+    ports as make_spec resolved them (``-P`` included, as explicit bindings, so that both
+    backends publish the same ports on the same addresses)."""
     bad = unsupported(opts)
     if bad:
         raise UsageError(f"the docker backend does not support the option "
@@ -85,6 +90,12 @@ def create_args(opts: RunOptions, labels: dict[str, str]) -> CreateArgs:
         "init": opts.init or None,
         "auto_remove": opts.auto_remove,
     }
+    if ports:
+        container["ports"] = list(dict.fromkeys((p.container_port, p.proto) for p in ports))
+        host["port_bindings"] = {
+            key: [{"HostIp": p.host_ip, "HostPort": _host_port(p)}
+                  for p in ports if p.key == key]
+            for key in dict.fromkeys(p.key for p in ports)}
     if opts.memory:
         # No swap on top, as the native engine: an OOM kill is deterministic.
         host["mem_limit"] = host["memswap_limit"] = opts.memory
@@ -96,6 +107,13 @@ def create_args(opts: RunOptions, labels: dict[str, str]) -> CreateArgs:
         parse_signal(opts.stop_signal)
     return CreateArgs({k: v for k, v in container.items() if v is not None},
                       {k: v for k, v in host.items() if v is not None})
+
+
+def _host_port(p: PortSpec) -> str:
+    """The Engine API's HostPort: "" (the daemon chooses), "8080" or "8000-8010"."""
+    if p.host_port is None:
+        return ""
+    return f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
 
 
 # -- an image config as `docker import --change` lines ------------------------------------

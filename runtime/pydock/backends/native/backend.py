@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import (
     ContainerError,
@@ -19,6 +19,7 @@ from ...errors import (
     ExecError,
     InvalidState,
     PydockError,
+    UsageError,
 )
 from ...models import ExecResult, ExitStatus, Image
 from ...spec import RunOptions, make_spec, parse_signal
@@ -30,6 +31,9 @@ from .monitor import now, proc_start_time
 from .network import NetworkManager, default_gateway, is_networked
 from .network_ipam import Network
 from .state import ContainerDir, ContainerTable, containers_root, store_tag
+
+if TYPE_CHECKING:
+    from .faults import Faults
 
 DEFAULT_WINSIZE = struct.pack("HHHH", 24, 80, 0, 0)
 
@@ -301,16 +305,32 @@ class NativeContainer:
         namespace (its addresses held by that monitor) with the request."""
         if not is_networked(self.spec.network):
             return client.start(self.id, fds, winsize=winsize)
-        net = self.backend.network_manager()
-        netns = net.attach(self.dir, client.process.pid)
+        from . import portmap
+        # Published ports first: a taken host port fails the start before anything is made.
+        held = portmap.reserve_all(self.spec.ports)
         try:
-            return client.start(self.id, fds, winsize=winsize, netns=netns)
-        except BaseException:
-            net.release(self.id)
-            raise
+            net = self.backend.network_manager()
+            netns = net.attach(self.dir, client.process.pid)
+            try:
+                published = None
+                if held:
+                    from .network import addresses
+                    first_net, lease = addresses(self.id)[0]
+                    published = portmap.ports_doc(portmap.forward(
+                        self.id, held, container_ip=lease.ip, bridge=first_net.bridge))
+                return client.start(self.id, fds, winsize=winsize, netns=netns,
+                                    ports=[sock.fileno() for sock, _, _ in held],
+                                    published=published)
+            except BaseException:
+                if held:
+                    portmap.unforward(self.id)
+                net.release(self.id)
+                raise
+            finally:
+                os.close(netns)
+                net.refill()
         finally:
-            os.close(netns)
-            net.refill()
+            portmap.release_all(held)  # the monitor holds its own copies from now on
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
         """Block until the container exits; its exit code (128+N for signal N) and OOM kill."""
@@ -414,6 +434,9 @@ class NativeContainer:
         self.backend.table.delete(self.dir)
 
     def _release_addresses(self) -> None:
+        if self.spec.ports:  # its monitor removed them when it exited; unless it died
+            from .portmap import unforward
+            unforward(self.id)
         if is_networked(self.spec.network):
             from .network_ipam import peek
             if any(lease.cid == self.id for lease in peek().leases()):
@@ -443,6 +466,44 @@ class NativeContainer:
     def disconnect(self, network: str) -> None:
         """``network disconnect``: leave ``network`` (its interface goes now if running)."""
         self.backend.network_manager().disconnect(self.dir, network)
+
+    def ports(self) -> dict[str, list[tuple[str, int]]]:
+        """Its published ports while it runs: ``{"80/tcp": [("127.0.0.1", 49153)]}``
+        (``docker port``); {} when it is not running or publishes none."""
+        state = self.state()
+        if state.get("status") != "running":
+            return {}
+        return {key: [(str(ip), int(port)) for ip, port in bindings]
+                for key, bindings in (state.get("ports") or {}).items()}
+
+    # -- network faults ---------------------------------------------------------------------
+    def _netns_pid(self, what: str) -> int:
+        state = self.state()
+        if state.get("status") != "running":
+            raise InvalidState(f"cannot {what} container {self.name}: it is not running")
+        if not is_networked(self.spec.network):
+            raise UsageError(f"cannot {what} container {self.name}: it is on network "
+                             f"{self.spec.network} (faults need a bridge network: on host "
+                             "they would hit the host's own interfaces)")
+        return int(state["pid"])
+
+    def set_faults(self, *, delay: str | float | None = None, jitter: str | float | None = None,
+                   loss: str | float | None = None, rate: str | int | None = None,
+                   interface: str = "eth0") -> Faults:
+        """Delay (``"100ms"``), jitter, loss (``"5%"``) and rate (``"1mbit"``) on the
+        traffic leaving its ``interface``, replacing earlier faults (faults.py).  Where the
+        kernel lacks netem the delay is held by a small ``pydock-delay`` process that ends
+        with the container (or at ``clear_faults``)."""
+        from .faults import apply, netns_of
+        pid = self._netns_pid("set network faults on")
+        return apply(netns_of(pid), interface, delay=delay, jitter=jitter, loss=loss,
+                     rate=rate, hold="process", watch=pid, owner=str(self.dir.path))
+
+    def clear_faults(self, *, interface: str = "eth0") -> None:
+        """Remove its network faults (nothing to do when it is not running)."""
+        from .faults import clear, netns_of
+        if self.status is Status.RUNNING and is_networked(self.spec.network):
+            clear(netns_of(self.pid), interface)
 
     # -- processes --------------------------------------------------------------------------
     def exec_start(self, argv: Sequence[str], *, stdio: Sequence[int] = (),

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 
 from ...errors import ContainerError, StartError
@@ -88,9 +89,13 @@ class MonitorClient:
                 self.events.append(msg)
 
     def start(self, cid: str, stdio: list[int] | None = None, *,
-              winsize: bytes | None = None, netns: int | None = None) -> int | None:
+              winsize: bytes | None = None, netns: int | None = None,
+              ports: list[int] | None = None,
+              published: Mapping[str, object] | None = None) -> int | None:
         """Start a container; with ``winsize`` (a tty) returns the pty master fd.
-        ``netns``: a network namespace fd the container joins (sent after the stdio fds)."""
+        ``netns``: a network namespace fd the container joins (sent after the stdio fds);
+        ``ports``: the sockets reserving its published host ports (sent last), which the
+        monitor holds while it runs, ``published`` what they map (for state.json)."""
         doc: dict[str, object] = {"op": "start", "id": cid}
         if winsize is not None:
             doc |= {"tty": True, "winsize": winsize.hex()}
@@ -98,6 +103,9 @@ class MonitorClient:
         if netns is not None:
             doc["netns"] = True
             fds.append(netns)
+        if ports:
+            doc |= {"ports": len(ports), "published": dict(published or {})}
+            fds += ports
         reply = self.request(doc, fds or None)
         if not reply.get("ok"):
             raise StartError(str(reply.get("error")),

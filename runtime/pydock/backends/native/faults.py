@@ -27,31 +27,41 @@ How, depending on the kernel:
   rate is the same), ``rate`` a root tbf qdisc, and ``delay`` /
   ``jitter`` an NFQUEUE rule (``--queue-bypass``) whose packets a thread of *this* process
   releases when due: the delay lasts until ``clear`` or until this process exits (then
-  packets pass undelayed).  ``duplicate`` and ``corrupt`` need netem
-  (``EngineUnavailable`` says so).
+  packets pass undelayed).  With ``hold="process"`` (what the engine, its CLI and the
+  pytest plugin use) a small detached process ``pydock-delay`` holds the queue instead:
+  it ends at ``clear``, or by itself when the process ``watch`` (the container's PID 1)
+  exits, so the delay outlives the command that set it and nothing outlives the
+  container.  Keepers are recorded in ``<net state>/delay/`` (pid and start time), so
+  ``clear`` and ``sweep_keepers`` end them by PID.  ``duplicate`` and ``corrupt`` need
+  netem (``EngineUnavailable`` says so).
 
 This is the only module that imports pyroute2 (lazily: the import costs ~200 ms).
 """
 
 from __future__ import annotations
 
+import argparse
 import errno
 import gzip
 import heapq
+import json
 import os
 import random
 import re
 import select
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from pydock.errors import EngineUnavailable, NetworkError, UsageError
+from pydock.errors import EngineUnavailable, NetworkError, PydockError, UsageError
 
 from .nftables import Nft, NftError, call_in_netns
 
@@ -408,10 +418,18 @@ def _ns_key(netns: Netns, ifname: str) -> tuple[int, int, str]:
 
 def apply(netns: Netns, ifname: str = "eth0", *, delay: Value = None, jitter: Value = None,
           loss: Value = None, duplicate: Value = None, corrupt: Value = None,
-          rate: Value = None) -> Faults:
-    """Set the faults of the traffic leaving ``ifname`` in ``netns`` (replacing earlier ones)."""
+          rate: Value = None, hold: Literal["thread", "process"] = "thread",
+          watch: int | None = None, owner: str = "") -> Faults:
+    """Set the faults of the traffic leaving ``ifname`` in ``netns`` (replacing earlier ones).
+
+    Without netem, the delay is held by a thread of this process (``hold="thread"``) or
+    by a ``pydock-delay`` process that ends when process ``watch`` does (``"process"``;
+    ``owner`` is shown on its command line, e.g. the container's directory).
+    """
     faults = parse_faults(delay=delay, jitter=jitter, loss=loss, duplicate=duplicate,
                           corrupt=corrupt, rate=rate)
+    if hold == "process" and not watch:
+        raise UsageError("hold='process' needs watch=PID (the process the delay ends with)")
     try:
         key = _ns_key(netns, ifname)
     except OSError as exc:
@@ -436,7 +454,11 @@ def apply(netns: Netns, ifname: str = "eth0", *, delay: Value = None, jitter: Va
         if faults.delay:
             with _delayers_lock:
                 queue = _QUEUE_BASE + index
-                _delayers[key] = _Delayer(netns, queue, faults.delay, faults.jitter)
+                if hold == "process":
+                    assert watch is not None
+                    _spawn_keeper(netns, key, queue, faults, watch, owner)
+                else:
+                    _delayers[key] = _Delayer(netns, queue, faults.delay, faults.jitter)
                 _iptables_queue(netns, ifname, queue, add=True)
     except BaseException:
         clear(netns, ifname)
@@ -472,13 +494,186 @@ def clear(netns: Netns, ifname: str = "eth0") -> None:
     _root_qdisc(netns, index, None)
     with _delayers_lock:
         delayer = _delayers.pop(key, None)
-        if delayer is None and netem_available():
+        kept = _keeper_file(key).exists()
+        if delayer is None and not kept and netem_available():
             return
         # also the rule of a delayer whose process died (with --queue-bypass it is inert)
         _iptables_queue(netns, ifname, _QUEUE_BASE + index, add=False)
         if delayer is not None:
             delayer.stop()
+        if kept:
+            _stop_keeper(_keeper_file(key))
     try:
         _nft_loss(netns, ifname, 0.0)
     except NftError as exc:
         raise NetworkError(f"removing the loss rule of {ifname} in {netns}: {exc}") from None
+
+
+# -- the delay held by a process of its own (hold="process") --------------------------------
+
+_children: dict[int, subprocess.Popen[bytes]] = {}   # keepers this process started
+
+
+def keepers_dir() -> Path:
+    """Where keepers are recorded: ``<net state>/delay/<netns dev>-<ino>-<ifname>.json``."""
+    from .network_ipam import state_dir
+    return state_dir() / "delay"
+
+
+def _keeper_file(key: tuple[int, int, str]) -> Path:
+    dev, ino, ifname = key
+    return keepers_dir() / f"{dev}-{ino}-{ifname}.json"
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parents[3])
+
+
+def _spawn_keeper(netns: Netns, key: tuple[int, int, str], queue: int, faults: Faults,
+                  watch: int, owner: str) -> None:
+    """Start a ``pydock-delay`` process holding ``queue`` in ``netns``; returns once it
+    is bound (its error, e.g. EBUSY, raised here), recorded under keepers_dir()."""
+    from .monitor import proc_start_time
+    fd = netns if isinstance(netns, int) else os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    cmd = [sys.executable, "-S", "-m", "pydock.backends.native.faults", "--netns-fd",
+           str(fd), "--queue", str(queue), "--delay", repr(faults.delay), "--jitter",
+           repr(faults.jitter), "--watch", str(watch), "--ready-fd", str(ready_w)]
+    if owner:
+        cmd += ["--owner", owner]
+    cmd += ["--record", str(_keeper_file(key))]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_package_root(),
+                                                      env.get("PYTHONPATH")]))
+    try:
+        proc = subprocess.Popen(cmd, pass_fds=(fd, ready_w), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    finally:
+        os.close(ready_w)
+        if not isinstance(netns, int):
+            os.close(fd)
+    try:
+        with os.fdopen(ready_r, "rb") as f:
+            said = f.read().decode(errors="replace")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    if said != "ok":
+        proc.wait()
+        raise NetworkError(f"delay on {netns}: {said or 'the pydock-delay process died'}")
+    _children[proc.pid] = proc
+    # reaped when it ends by itself (its container exited): no zombie in a long process
+    threading.Thread(target=proc.wait, name="pydock-delay-reaper", daemon=True).start()
+    keepers_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = _keeper_file(key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"pid": proc.pid, "start": proc_start_time(proc.pid),
+                               "watch": watch, "watch_start": proc_start_time(watch),
+                               "owner": owner}))
+    os.rename(tmp, path)
+
+
+def _stop_keeper(path: Path) -> None:
+    """End the keeper recorded in ``path`` (its held packets go out) and forget it."""
+    from .monitor import proc_start_time
+    try:
+        doc = json.loads(path.read_text())
+        pid, start = int(doc["pid"]), doc["start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return
+    if proc_start_time(pid) == start:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                if not select.select([pidfd], [], [], 10)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    select.select([pidfd], [], [], 10)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(pidfd)
+    child = _children.pop(pid, None)
+    if child is not None:
+        child.wait()
+    path.unlink(missing_ok=True)
+
+
+def sweep_keepers() -> list[str]:
+    """End keepers whose watched process is gone (they end by themselves; this is for a
+    keeper that could not), and forget dead ones.  Returns what was done."""
+    from .monitor import proc_start_time
+    done = []
+    try:
+        paths = sorted(keepers_dir().glob("*.json"))
+    except OSError:
+        return []
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text())
+            pid, watch = int(doc["pid"]), int(doc["watch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        keeper_alive = proc_start_time(pid) == doc.get("start")
+        if keeper_alive and proc_start_time(watch) == doc.get("watch_start"):
+            continue
+        if keeper_alive:
+            done.append(f"delay process {pid} of {doc.get('owner') or path.stem}")
+        _stop_keeper(path)
+    return done
+
+
+def _keeper_main(argv: list[str] | None = None) -> None:
+    """``pydock-delay``: hold an NFQUEUE of a network namespace until SIGTERM or until
+    the watched process exits."""
+    parser = argparse.ArgumentParser(prog="pydock-delay")
+    parser.add_argument("--netns-fd", type=int, required=True)
+    parser.add_argument("--queue", type=int, required=True)
+    parser.add_argument("--delay", type=float, required=True)
+    parser.add_argument("--jitter", type=float, default=0.0)
+    parser.add_argument("--watch", type=int, required=True)
+    parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--owner", default="")
+    parser.add_argument("--record", type=Path)
+    args = parser.parse_args(argv)
+    from .syscalls import set_process_name
+    set_process_name(b"pydock-delay")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        watched = os.pidfd_open(args.watch)
+        delayer = _Delayer(args.netns_fd, args.queue, args.delay, args.jitter)
+    except (OSError, PydockError) as exc:
+        os.write(args.ready_fd, str(exc).encode() or b"failed")
+        sys.exit(1)
+    finally:
+        os.close(args.netns_fd)
+    os.write(args.ready_fd, b"ok")
+    os.close(args.ready_fd)
+    while True:
+        try:
+            ready, _, _ = select.select([watched, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if ready:
+            break
+    delayer.stop()
+    try:
+        if args.record and json.loads(args.record.read_text())["pid"] == os.getpid():
+            args.record.unlink()
+    except (OSError, ValueError, KeyError):
+        pass
+
+
+if __name__ == "__main__":
+    _keeper_main()
+

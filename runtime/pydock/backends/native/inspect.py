@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ...models import PortSpec
     from .backend import NativeContainer
 
 
@@ -43,7 +45,9 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
              "Mode": "ro" if m.readonly else "", "RW": not m.readonly,
              "Propagation": "rprivate" if m.kind == "bind" else ""}
             for m in spec.mounts],
-        "NetworkSettings": network_settings(c, running=status == "running"),
+        "NetworkSettings": network_settings(
+            c, running=status == "running",
+            exposed=[*(image_config.get("ExposedPorts") or {}), *(p.key for p in spec.ports)]),
         "LogPath": str(c.dir.stdout_log),
         "HostConfig": {
             "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
@@ -55,6 +59,10 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
             "Memory": spec.memory or 0,
             "PidsLimit": spec.pids_limit,
             "NanoCpus": int((spec.cpus or 0) * 1e9),
+            "PortBindings": {
+                key: [{"HostIp": p.host_ip, "HostPort": _host_port(p)}
+                      for p in spec.ports if p.key == key]
+                for key in dict.fromkeys(p.key for p in spec.ports)},
         },
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": str(c.dir.upper),
                                                       "WorkDir": str(c.dir.work),
@@ -65,7 +73,8 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
             "Tty": spec.tty,
             "OpenStdin": spec.stdin_open,
             "Env": [e for e in spec.env if not e.startswith("HOSTNAME=")],  # runtime-added
-            "ExposedPorts": image_config.get("ExposedPorts"),
+            "ExposedPorts": {**(image_config.get("ExposedPorts") or {}),
+                             **{p.key: {} for p in spec.ports}} or None,
             "Volumes": image_config.get("Volumes"),
             "Cmd": None if spec.cmd is None else list(spec.cmd),
             "Entrypoint": None if spec.entrypoint is None else list(spec.entrypoint),
@@ -78,7 +87,8 @@ def container_doc(c: NativeContainer) -> dict[str, Any]:
     }
 
 
-def network_settings(c: NativeContainer, *, running: bool) -> dict[str, Any]:
+def network_settings(c: NativeContainer, *, running: bool,
+                     exposed: Sequence[str] = ()) -> dict[str, Any]:
     """Docker's NetworkSettings: an entry per network the container is on, with its address
     while it runs (the first network's also at the top level, as for Docker's bridge)."""
     from .network import addresses, endpoints
@@ -103,7 +113,21 @@ def network_settings(c: NativeContainer, *, running: bool) -> dict[str, Any]:
     first: dict[str, Any] = next(iter(nets.values()), {})
     return {"Networks": nets, "IPAddress": first.get("IPAddress", ""),
             "Gateway": first.get("Gateway", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
-            "MacAddress": first.get("MacAddress", ""), "Ports": {}}
+            "MacAddress": first.get("MacAddress", ""), "Ports": _ports(c, exposed) if running else {}}
+
+
+def _ports(c: NativeContainer, exposed: Sequence[str]) -> dict[str, Any]:
+    """Docker's NetworkSettings.Ports: each exposed or published port, with its host
+    bindings while running (None for a port exposed but not published)."""
+    bound = {key: [{"HostIp": ip, "HostPort": str(port)} for ip, port in bindings]
+             for key, bindings in c.ports().items()}
+    return dict.fromkeys(exposed) | bound
+
+
+def _host_port(p: PortSpec) -> str:
+    if p.host_port is None:
+        return ""
+    return f"{p.host_port}-{p.host_port_end}" if p.host_port_end else str(p.host_port)
 
 
 def _mac(ip: str) -> str:

@@ -266,6 +266,11 @@ class Zygote:
         pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if self.new_net else 0))
         if pid == 0:
             ours.close()
+            # A waiting zygote keeps nothing else of the monitor's open: not its client's
+            # socket, nor other containers' stdin holds and published ports' reservations.
+            keep = theirs.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, MAX_OPEN_FDS)
             zygote_main(theirs.detach(), stage, self.new_net, join_net)
         theirs.close()
         self.pid, self.sock = pid, ours
@@ -461,8 +466,12 @@ def send(sock: socket.socket, doc: dict[str, object], fds: list[int] | None = No
         sock.send(data)
 
 
+MAX_FDS = 200  # a message's file descriptors: stdio, a netns, published ports' sockets
+MAX_OPEN_FDS = 1 << 20
+
+
 def recv(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 8)
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, MAX_FDS)
     if not data:
         return None, fds
     return json.loads(data), fds

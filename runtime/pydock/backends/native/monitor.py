@@ -80,6 +80,7 @@ class Monitor:
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
         self.draining: list[Cgroup] = []  # cgroups of exited containers, not empty yet
         self.stdin_holds: dict[int, int] = {}  # pid -> write end keeping a -d -i stdin open
+        self.port_holds: dict[int, list[int]] = {}  # pid -> sockets reserving its host ports
 
     # -- requests --------------------------------------------------------------------------
     def handle(self, msg: dict[str, object], fds: list[int]) -> None:
@@ -88,7 +89,8 @@ class Monitor:
         console = Console(bytes.fromhex(str(msg["winsize"]))) if msg.get("tty") else None
         try:
             if op == "start":
-                reply = self.start(str(msg["id"]), fds, console, bool(msg.get("netns")))
+                reply = self.start(str(msg["id"]), fds, console, bool(msg.get("netns")),
+                                   int(str(msg.get("ports") or 0)), msg.get("published"))
             elif op == "exec":
                 reply = self.exec(msg, fds, console)
             elif op == "remove":
@@ -128,8 +130,13 @@ class Monitor:
         self.consoles[master] = log
 
     def start(self, cid: str, fds: list[int], console: Console | None,
-              netns: bool = False) -> dict[str, object]:
+              netns: bool = False, ports: int = 0,
+              published: object = None) -> dict[str, object]:
         cdir = self.table.lookup(cid)
+        port_fds = fds[len(fds) - ports:] if ports else []  # sent last; closed by handle()
+        fds = fds[:len(fds) - ports]
+        for fd in port_fds:  # not for the container's processes
+            os.set_inheritable(fd, False)
         netns_fd = fds[-1] if netns and fds else None  # closed by handle(), like the others
         stdio = (fds[0], fds[1], fds[2]) if len(fds) - (netns_fd is not None) == 3 else None
         self.zygote_joins = netns_fd is not None
@@ -158,7 +165,10 @@ class Monitor:
             if stale is not None:
                 stale.discard()
         self.containers[pid] = (cdir, cgroup)
+        if port_fds:  # held while it runs: no other process can take those host ports
+            self.port_holds[pid] = [os.dup(fd) for fd in port_fds]
         cdir.write_state(status="running", pid=pid, pid_start=proc_start_time(pid),
+                         ports=published or None,
                          monitor_pid=os.getpid(), monitor_start=self.start_time,
                          started_at=now(), finished_at=None, exit_code=None,
                          oom_killed=False, error="", cgroup=cgroup.to_json())
@@ -218,17 +228,31 @@ class Monitor:
                 cdir, cgroup = self.containers.pop(pid)
                 if pid in self.stdin_holds:
                     os.close(self.stdin_holds.pop(pid))
+                if pid in self.port_holds:
+                    self.unpublish(cdir, self.port_holds.pop(pid))
                 self.finish(cdir, cgroup, pid, exit_code(status))
             elif pid in self.execs:
                 self.execs.pop(pid)
                 self.send({"event": "exec_exit", "pid": pid, "exit_code": exit_code(status)})
+
+    def unpublish(self, cdir: ContainerDir, socks: list[int]) -> None:
+        """Remove an exited container's DNAT rules, then free its host ports (in that
+        order: whoever reserves a port next must not meet a rule of this one)."""
+        try:
+            from .portmap import unforward  # libnftables: loaded only when ports were used
+            unforward(cdir.id)
+        except Exception as exc:  # noqa: BLE001 - the sweep removes them later
+            print(f"pydock-monitor: removing the port rules of {cdir.id[:12]}: {exc}",
+                  file=sys.stderr)
+        for fd in socks:
+            os.close(fd)
 
     def finish(self, cdir: ContainerDir, cgroup: Cgroup, pid: int, code: int) -> None:
         oom = cgroup.oom_killed()
         try:
             # The cgroup stays in state.json until removed below, for the sweep.
             cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
-                             finished_at=now(), pid=0)
+                             finished_at=now(), pid=0, ports=None)
             doomed = cdir.id in self.doomed
             if cdir.spec.auto_remove and not doomed:
                 self.table.record_exit(cdir, cdir.read_state())

@@ -605,8 +605,9 @@ def _check_gateway(gateway: str, subnet: ipaddress.IPv4Network | None) -> None:
 
 def sweep_networks() -> list[str]:
     """Prune leases of dead holders; remove bridges of networks whose store is gone, bridges
-    of ours that no network owns, and firewall rules of bridges that are gone.  Cheap when
-    there is nothing to do (no pyroute2 import).  Returns what was removed."""
+    of ours that no network owns, firewall rules of bridges that are gone, and published
+    ports' rules of containers without a lease.  Cheap when there is nothing to do (no
+    pyroute2 import).  Returns what was removed."""
     if not (ipam.state_dir() / "state.json").exists() and not bridge_links():
         return []
     removed: list[str] = []
@@ -621,6 +622,8 @@ def sweep_networks() -> list[str]:
         for net in doomed:
             st.drop_network(net.id)
             removed.append(f"network {net.name}")
+        from .portmap import sweep_published
+        removed += sweep_published(st)  # DNAT rules of containers whose lease is gone
         gone_fw = [b for b in st.firewalled() if not os.path.exists(f"/sys/class/net/{b}")]
         if gone_fw:
             from . import network_firewall as fw

@@ -1,21 +1,14 @@
-"""Published ports: Docker's ``-p``/``-P`` rules, host-port reservation, nftables DNAT.
+"""Published ports of native containers: host-port reservation, nftables DNAT, sweep.
 
-Parsing (pure)::
-
-    parse_publish("127.0.0.1:8080:80/udp")  -> (PortSpec(80, "udp", "127.0.0.1", 8080),)
-    parse_publish("8000-8001:80-81")        -> two PortSpecs, 8000->80 and 8001->81
-    parse_publish("8000-8010:80")           -> one PortSpec choosing a host port in 8000-8010
-    publish_all({"80/tcp": {}})             -> the -P specs for an image's ExposedPorts
-
-``PortSpec.host_port`` is None when the host port is to be chosen.  Bad input raises
-``UsageError`` with Docker's wording (``invalid containerPort: x``, ``invalid proto: x``...).
+(What ``-p``/``-P`` mean is pydock/ports.py, pure.)
 
 Reservation: ``reserve(spec) -> (sock, port)`` binds a socket on HOST_IP:PORT (port 0 lets
 the kernel choose, from ``ip_local_port_range`` as Docker does).  The bound socket IS the
-reservation: no other process can take the port while it is open, so keep it open for the
-mapping's lifetime (the engine hands it to the container's monitor over SCM_RIGHTS).  A
-taken port raises ``PortAllocated`` (``Bind for 0.0.0.0:8080 failed: port is already
-allocated``).
+reservation: no other process can take the port while it is open, and two processes
+choosing at once never get the same port.  The engine reserves at start (as Docker does)
+and hands the sockets to the container's monitor over SCM_RIGHTS, which holds them while
+the container runs.  A taken port raises ``PortAllocated`` (``Bind for 0.0.0.0:8080
+failed: port is already allocated``).
 
 Forwarding: ``PortForwarder(table="pydock")`` owns the nftables table ``ip <table>`` (nat
 chains ``output``, ``prerouting``, ``postrouting``) through libnftables (nftables.py):
@@ -24,15 +17,24 @@ chains ``output``, ``prerouting``, ``postrouting``) through libnftables (nftable
   connections from host processes (output) and from elsewhere (prerouting); host_ip
   0.0.0.0 means every local address (``fib daddr type local``), 127.0.0.1 included.
   Connections from 127.0.0.0/8 are masqueraded to the bridge's address, and
-  ``route_localnet`` is set on the bridge so the kernel routes them there at all.
+  ``route_localnet`` is set on the bridge so the kernel routes them there at all.  In the
+  same batch it deletes rules of other containers on the same host port: whoever holds
+  the reservation owns the port, so such rules are stale (their monitor was SIGKILLed).
 - ``mappings()`` reads the installed ``Mapping``s back; each rule's comment names them
   (``pydock <container id> <proto> <host ip>:<port> <container ip>:<port>``).
 - ``remove_for(container_id)``, ``sweep(keep_ids)`` and ``remove_all()`` remove rules
   per container, for every container not kept, or the whole table.
 
+The engine's side: ``forward`` installs a starting container's rules (under the network
+registry's lock, so a sweep never sees rules without their lease), its monitor calls
+``unforward`` when the container exits, and ``sweep_published`` (from the network sweep:
+every CLI command, ``pydock gc``) removes the rules of containers whose address lease is
+gone (a dead monitor).  It costs nothing while the marker ``<net state>/published`` is
+absent, i.e. until a port was ever published.
+
 DNAT'd traffic from the host leaves through the OUTPUT path straight to the bridge, so it
 never crosses FORWARD (where Docker's policy is DROP); the tests check this with dockerd
-running.  ``format_port`` renders ``pydock port NAME [PORT]`` lines like ``docker port``.
+running.
 """
 
 from __future__ import annotations
@@ -42,13 +44,17 @@ import ipaddress
 import re
 import socket
 from collections.abc import Collection, Iterable, Sequence
-from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
-from typing import Literal, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
 
 from pydock.errors import NetworkError, PortAllocated, UsageError
+from pydock.models import PortSpec
 
 from .nftables import Nft, NftError
+
+if TYPE_CHECKING:
+    from .network_ipam import NetState
 
 Proto = Literal["tcp", "udp"]
 PROTOS: tuple[Proto, ...] = ("tcp", "udp")
@@ -56,25 +62,6 @@ ANY_IP = "0.0.0.0"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
-
-
-@dataclass(frozen=True)
-class PortSpec:
-    """One ``-p`` request: container port and protocol, host address and port (None: choose).
-
-    With ``host_port_end`` the host port is chosen in ``host_port..host_port_end``.
-    """
-
-    container_port: int
-    proto: Proto = "tcp"
-    host_ip: str = ANY_IP
-    host_port: int | None = None
-    host_port_end: int | None = None
-
-    @property
-    def key(self) -> str:
-        """``"80/tcp"``: the ExposedPorts / NetworkSettings.Ports key."""
-        return f"{self.container_port}/{self.proto}"
 
 
 @dataclass(frozen=True)
@@ -107,89 +94,6 @@ class Mapping:
             return cls(parts[1], cast(Proto, parts[2]), hip, int(hport), cip, int(cport))
         except ValueError:
             return None
-
-
-# -- parsing -------------------------------------------------------------------------------
-
-def _port_range(text: str) -> tuple[int, int]:
-    """``"80"`` or ``"8000-8010"`` -> (start, end); ValueError when not ports."""
-    start_s, sep, end_s = text.partition("-")
-    if not start_s.isdigit() or (sep and not end_s.isdigit()):
-        raise ValueError(text)
-    start, end = int(start_s), int(end_s) if sep else int(start_s)
-    if start > 65535 or end > 65535 or end < start:
-        raise ValueError(text)
-    return start, end
-
-
-def parse_publish(text: str) -> tuple[PortSpec, ...]:
-    """``[IP:][HOSTPORT:]CONTAINERPORT[/PROTO]`` (ports or ranges) -> its PortSpecs."""
-    head, _, proto_s = text.partition("/")
-    parts = head.split(":")
-    if len(parts) == 1:
-        ip, host, container = "", "", parts[0]
-    elif len(parts) == 2:
-        ip, host, container = "", parts[0], parts[1]
-    else:
-        ip, host, container = ":".join(parts[:-2]), parts[-2], parts[-1]
-    if not container:
-        raise UsageError(f"no port specified: {text}<empty>")
-    proto = (proto_s or "tcp").lower()
-    if proto == "sctp":
-        raise UsageError(f"invalid proto: sctp in {text!r} (pydock publishes tcp and udp)")
-    if proto not in PROTOS:
-        raise UsageError(f"invalid proto: {proto} (in -p {text})")
-    if ip.startswith("[") and ip.endswith("]"):
-        ip = ip[1:-1]
-    if ip:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            raise UsageError(f"invalid IP address: {ip} (in -p {text})") from None
-        if addr.version == 6:
-            raise UsageError(f"IPv6 host address {ip} in -p {text}: pydock publishes on IPv4 only")
-        ip = str(addr)
-    try:
-        cstart, cend = _port_range(container)
-    except ValueError:
-        raise UsageError(f"invalid containerPort: {container} (in -p {text})") from None
-    if cstart == 0:
-        raise UsageError(f"invalid containerPort: {container} (in -p {text})")
-    hstart = hend = 0
-    if host:
-        try:
-            hstart, hend = _port_range(host)
-        except ValueError:
-            raise UsageError(f"invalid hostPort: {host} (in -p {text})") from None
-        if cend - cstart != hend - hstart and cend != cstart:
-            raise UsageError("invalid ranges specified for container and host Ports: "
-                             f"{container} and {host}")
-    host_ip = ip or ANY_IP
-    p = cast(Proto, proto)
-    if cstart == cend and hend != hstart:           # one port, a host range to choose in
-        return (PortSpec(cstart, p, host_ip, hstart or None, hend if hstart else None),)
-    return tuple(
-        PortSpec(cstart + i, p, host_ip, (hstart + i) if hstart else None)
-        for i in range(cend - cstart + 1)
-    )
-
-
-def publish_all(exposed: Iterable[str] | MappingABC[str, object], *,
-                host_ip: str = ANY_IP) -> tuple[PortSpec, ...]:
-    """``-P``: a chosen host port for each of an image's ExposedPorts keys (``"80/tcp"``)."""
-    specs: list[PortSpec] = []
-    for key in exposed:
-        port, _, proto = str(key).partition("/")
-        proto = (proto or "tcp").lower()
-        if proto not in PROTOS:
-            continue                          # sctp: not published (pydock has no sctp NAT)
-        try:
-            start, end = _port_range(port)
-        except ValueError:
-            raise UsageError(f"invalid exposed port: {key!r}") from None
-        specs.extend(PortSpec(n, cast(Proto, proto), host_ip) for n in range(start, end + 1)
-                     if n)
-    return tuple(sorted(set(specs), key=lambda s: (s.container_port, s.proto)))
 
 
 # -- reservation ---------------------------------------------------------------------------
@@ -260,6 +164,13 @@ def _check(m: Mapping) -> None:
         raise UsageError(f"invalid port mapping: {m.comment()}")
 
 
+def _conflict(old: Mapping, new: Mapping) -> bool:
+    """Whether installing ``new`` makes the rule of ``old`` stale (another container's
+    rule on the same host port)."""
+    return (old.container_id != new.container_id and old.proto == new.proto and old.host_port == new.host_port
+            and (old.host_ip == new.host_ip or ANY_IP in (old.host_ip, new.host_ip)))
+
+
 class PortForwarder:
     """The nftables table ``ip <table>`` holding every published port's DNAT rules."""
 
@@ -295,7 +206,8 @@ class PortForwarder:
 
     def add(self, mappings: Iterable[Mapping], *, bridge: str) -> None:
         """Install the DNAT rules of ``mappings`` (one atomic batch); ``bridge`` is where
-        the containers' addresses live."""
+        the containers' addresses live.  The same batch deletes other containers' rules on
+        the same host ports (stale: the caller holds those ports' reservations)."""
         mappings = list(mappings)
         _check_ifname(bridge)
         for m in mappings:
@@ -305,10 +217,21 @@ class PortForwarder:
         if any(m.host_ip == ANY_IP or ipaddress.ip_address(m.host_ip).is_loopback
                for m in mappings):
             enable_route_localnet(bridge)
-        lines = self._base()
-        for m in mappings:
-            lines += self._rules_for(m, bridge)
-        self._nft.run("\n".join(lines) + "\n")
+        for _attempt in range(5):
+            stale = [(c, h) for c, h, old in self._listing()
+                     if any(_conflict(old, m) for m in mappings)]
+            lines = self._base()
+            lines += [f"delete rule ip {self.table} {c} handle {h}" for c, h in stale]
+            for m in mappings:
+                lines += self._rules_for(m, bridge)
+            try:
+                self._nft.run("\n".join(lines) + "\n")
+            except NftError as exc:     # a concurrent remover took a stale rule: list again
+                if stale and "No such file or directory" in str(exc):
+                    continue
+                raise
+            return
+        raise NetworkError(f"nft table ip {self.table}: rules keep changing while adding")
 
     def _listing(self) -> list[tuple[str, int, Mapping]]:
         """(chain, handle, mapping) of every rule of ours; empty when there is no table."""
@@ -368,31 +291,98 @@ class PortForwarder:
     def close(self) -> None:
         self._nft.close()
 
+    def __enter__(self) -> PortForwarder:
+        return self
 
-# -- `pydock port` -------------------------------------------------------------------------
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-def format_port(mappings: Iterable[Mapping | tuple[str, str, int]], *, name: str,
-                private: str | None = None) -> list[str]:
-    """The lines ``docker port NAME [PRIVATE_PORT[/PROTO]]`` prints.
 
-    Without ``private``: ``80/tcp -> 0.0.0.0:49153`` for each mapping, sorted by port and
-    protocol; with it: ``0.0.0.0:49153`` for the matching ones, or a ``NetworkError`` with
-    Docker's ``No public port '80/tcp' published for NAME``.  A mapping may also be given
-    as ``("80/tcp", host_ip, host_port)``.
-    """
-    rows: list[tuple[int, str, str]] = []
+# -- the engine's published ports -----------------------------------------------------------
+
+Held = list[tuple[socket.socket, PortSpec, int]]    # reservation, what it is for, host port
+
+
+def _marker() -> Path:
+    """Exists once a port was published on this host (until a sweep finds no rule)."""
+    from .network_ipam import state_dir
+    return state_dir() / "published"
+
+
+MAX_PORTS = 190  # the sockets go to the monitor in one message (launch.MAX_FDS)
+
+
+def reserve_all(specs: Iterable[PortSpec]) -> Held:
+    """Reserve every spec's host port (all or none: PortAllocated closes the others)."""
+    specs = list(specs)
+    if len(specs) > MAX_PORTS:
+        raise UsageError(f"{len(specs)} published ports: the native engine publishes at "
+                         f"most {MAX_PORTS} per container")
+    held: Held = []
+    try:
+        for spec in specs:
+            sock, port = reserve(spec)
+            held.append((sock, spec, port))
+    except BaseException:
+        release_all(held)
+        raise
+    return held
+
+
+def release_all(held: Held) -> None:
+    for sock, _, _ in held:
+        sock.close()
+
+
+def forward(container_id: str, held: Held, *, container_ip: str, bridge: str) -> list[Mapping]:
+    """Install the DNAT rules of a starting container's reserved ports (to its address
+    on ``bridge``), under the network registry's lock: a sweep, which holds that lock,
+    sees the container's lease whenever it sees these rules."""
+    from . import network_ipam as ipam
+    mappings = [Mapping(container_id, cast(Proto, spec.proto), spec.host_ip, port,
+                        container_ip, spec.container_port) for _, spec, port in held]
+    with ipam.locked(write=False):
+        _marker().touch()
+        with PortForwarder() as fw:
+            fw.remove_for(container_id)  # of an earlier run whose monitor died
+            fw.add(mappings, bridge=bridge)
+    return mappings
+
+
+def unforward(container_id: str) -> bool:
+    """Remove a container's rules (its monitor does so when it exits); whether any were."""
+    if not _marker().exists():
+        return False
+    with PortForwarder() as fw:
+        return fw.remove_for(container_id)
+
+
+def sweep_published(st: NetState) -> list[str]:
+    """Remove the rules of containers without a live address lease (their monitor died:
+    a SIGKILL); the whole table once no rule is left.  The caller holds the registry's
+    lock (``st``); rules to addresses outside its networks are another registry's
+    ($PYDOCK_NET_STATE).  Nothing to do, and no libnftables loaded, until a port was
+    published."""
+    marker = _marker()
+    if not marker.exists():
+        return []
+    live = {(lease.cid, lease.ip) for lease in st.live_leases() if lease.cid}
+    ours = [ipaddress.IPv4Network(n.subnet) for n in st.networks() if n.subnet]
+    with PortForwarder() as fw:
+        rules = fw._listing()
+        doomed = {m.container_id for _, _, m in rules
+                  if (m.container_id, m.container_ip) not in live
+                  and any(ipaddress.IPv4Address(m.container_ip) in net for net in ours)}
+        removed = fw._remove(doomed, None) if doomed else set()
+        if not [r for r in rules if r[2].container_id not in removed]:
+            fw.remove_all()
+            marker.unlink(missing_ok=True)
+    return [f"published ports of container {cid[:12]}" for cid in sorted(removed)]
+
+
+def ports_doc(mappings: Iterable[Mapping]) -> dict[str, list[list[object]]]:
+    """``{"80/tcp": [["127.0.0.1", 49153]]}`` (JSON-ready, for state.json)."""
+    doc: dict[str, list[list[object]]] = {}
     for m in mappings:
-        key, hip, hport = (m.key, m.host_ip, m.host_port) if isinstance(m, Mapping) else m
-        port, _, proto = key.partition("/")
-        rows.append((int(port), proto, f"{hip}:{hport}"))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    if private is None:
-        return [f"{port}/{proto} -> {addr}" for port, proto, addr in rows]
-    port_s, _, proto = private.partition("/")
-    proto = (proto or "tcp").lower()
-    if not port_s.isdigit():
-        raise UsageError(f"invalid port: {private!r} (expected PORT or PORT/PROTO)")
-    found = [addr for port, p, addr in rows if port == int(port_s) and p == proto]
-    if not found:
-        raise NetworkError(f"No public port '{int(port_s)}/{proto}' published for {name}")
-    return found
+        doc.setdefault(m.key, []).append([m.host_ip, m.host_port])
+    return doc

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ContainerNotFound, NameConflict
-from ...models import ContainerSpec, Mount
+from ...models import ContainerSpec, Mount, PortSpec
 
 
 def write_json(path: Path | str, doc: Any) -> None:
@@ -31,12 +31,14 @@ def spec_to_json(spec: ContainerSpec) -> dict[str, Any]:
     """The spec as JSON-ready data (dataclasses.asdict, without its deep copies)."""
     doc = {f.name: getattr(spec, f.name) for f in fields(spec)}
     doc["mounts"] = [{f.name: getattr(m, f.name) for f in fields(m)} for m in spec.mounts]
+    doc["ports"] = [{f.name: getattr(p, f.name) for f in fields(p)} for p in spec.ports]
     return doc
 
 
 def spec_from_json(doc: dict[str, Any]) -> ContainerSpec:
     fields = dict(doc)
     fields["mounts"] = tuple(Mount(**m) for m in doc.get("mounts", ()))
+    fields["ports"] = tuple(PortSpec(**p) for p in doc.get("ports", ()))
     fields["labels"] = tuple(tuple(kv) for kv in doc.get("labels", ()))
     for key in ("argv", "env", "network_aliases"):
         fields[key] = tuple(doc.get(key, ()))

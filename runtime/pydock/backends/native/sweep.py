@@ -71,6 +71,10 @@ def sweep(table: ContainerTable) -> list[str]:
     # Addresses of dead holders, bridges of networks whose store is gone, stale rules.
     from .network import sweep_networks
     sweep_networks()
+    from .network_ipam import state_dir
+    if (state_dir() / "delay").is_dir():  # pydock-delay processes of dead containers
+        from .faults import sweep_keepers
+        sweep_keepers()
     return swept
 
 
