@@ -457,3 +457,87 @@ def test_from_platform_must_be_the_hosts(backend, ctx: Path) -> None:
     assert ok.executed == 1
     with pytest.raises(BuildError, match="only the host platform"):
         do_build(backend, ctx, "FROM --platform=linux/s390x busybox\n")
+
+
+# -- Docker's layer rules (compared with docker build in test_build_docker.py) ----------------
+
+
+def test_steps_that_change_nothing_add_no_layer(backend, ctx: Path) -> None:
+    result = do_build(backend, ctx, """\
+        FROM busybox
+        RUN true
+        WORKDIR /tmp
+        RUN echo x > /f && rm /f
+        RUN echo kept > /kept
+        """, tags=("empty:1",))
+    base = backend.store.image("busybox")
+    assert len(result.image.diff_ids) == len(base.diff_ids) + 1
+    history = config(backend, "empty:1")["history"][-4:]
+    assert [h.get("empty_layer", False) for h in history] == [True, True, True, False]
+    assert [h["created_by"] for h in history] == [
+        "/bin/sh -c true", "/bin/sh -c #(nop) WORKDIR /tmp", "/bin/sh -c echo x > /f && rm /f",
+        "/bin/sh -c echo kept > /kept"]
+
+
+def test_workdir_under_user_is_the_users_so_run_can_write_there(backend, ctx: Path) -> None:
+    do_build(backend, ctx, """\
+        FROM busybox
+        USER app
+        WORKDIR /srv/app/data
+        RUN touch made-by-app
+        USER root
+        WORKDIR /srv/root-owned
+        """, tags=("wd:1",))
+    out = run(backend, "wd:1", "stat", "-c", "%n %u:%g %a", "/srv", "/srv/app/data",
+              "/srv/app/data/made-by-app", "/srv/root-owned")
+    assert out.splitlines() == ["/srv 1000:1000 755", "/srv/app/data 1000:1000 755",
+                                "/srv/app/data/made-by-app 1000:1000 644",
+                                "/srv/root-owned 0:0 755"]
+
+
+def test_run_changes_to_volumes_are_dropped(backend, ctx: Path) -> None:
+    do_build(backend, ctx, """\
+        FROM busybox
+        RUN mkdir /vol && echo before > /vol/f
+        VOLUME /vol /fresh/point
+        RUN echo after > /vol/f && echo new > /vol/new && mkdir -p /fresh/point/x && \\
+            cat /vol/f > /seen
+        """, tags=("vol:1",))
+    out = run(backend, "vol:1", "sh", "-c", "cat /vol/f /seen; ls -A /vol /fresh/point")
+    assert out == "before\nafter\n/fresh/point:\n\n/vol:\nf\n"
+
+
+def test_a_layer_repeated_in_one_image_still_mounts(backend, ctx: Path) -> None:
+    write(ctx, {"a.txt": "a\n"})
+    result = do_build(backend, ctx, """\
+        FROM busybox
+        COPY a.txt /x
+        RUN rm /x
+        COPY a.txt /x
+        RUN cat /x > /y
+        """, tags=("rep:1",))
+    diff_ids = result.image.diff_ids
+    assert diff_ids[-4] == diff_ids[-2]
+    assert run(backend, "rep:1", "cat", "/x", "/y") == "a\na\n"
+
+
+def test_copy_keeps_docker_modes_and_owners(backend, ctx: Path) -> None:
+    write(ctx, {"tool": "#!/bin/sh\n", "d/f": "f\n"})
+    (ctx / "tool").chmod(0o4755)
+    (ctx / "d").chmod(0o700)
+    do_build(backend, ctx, """\
+        FROM busybox
+        RUN ln -s /real /link && mkdir /real && echo old > /real/t && ln -s /real/t /tlink
+        COPY tool /link/
+        COPY d /new/dir
+        COPY --chown=app d /owned/deep/
+        COPY tool /tlink
+        """, tags=("modes:1",))
+    out = run(backend, "modes:1", "sh", "-c",
+              "stat -c '%n %a %u:%g' /real/tool /new/dir /owned /owned/deep /owned/deep/f; "
+              "readlink /tlink; cat /real/t")
+    # set-user-ID dropped by the copy's chown; new directories 0755; the parents of a
+    # directory's destination root's, the destination the owner's; a symlinked file written
+    assert out.splitlines() == ["/real/tool 755 0:0", "/new/dir 755 0:0", "/owned 755 0:0",
+                                "/owned/deep 755 1000:1000", "/owned/deep/f 644 1000:1000",
+                                "/real/t", "#!/bin/sh"]

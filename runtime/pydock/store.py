@@ -305,11 +305,15 @@ class Store:
         return sorted(found, key=lambda image: image.created, reverse=True)
 
     def layer_names(self, image: Image) -> list[str]:
-        """Layer directory names relative to ``layers_dir``, top first (overlay lowerdir order)."""
+        """Layer directory names relative to ``layers_dir``, top first (overlay lowerdir order).
+
+        A layer the image holds twice (``COPY a /x``, ``RUN rm /x``, ``COPY a /x``) is listed
+        once, at its topmost place: overlayfs refuses a lowerdir given twice (ELOOP), and the
+        lower copy changes nothing the upper one does not change again."""
         if not image.diff_ids:
             return ["empty"]
-        names = [short_name(d) for d in reversed(image.diff_ids)]
-        for name, diff_id in zip(names, reversed(image.diff_ids), strict=False):
+        names = list(dict.fromkeys(short_name(d) for d in reversed(image.diff_ids)))
+        for name, diff_id in zip(names, dict.fromkeys(reversed(image.diff_ids)), strict=False):
             if not (self.layers_dir / name).is_dir():
                 raise StoreError(
                     f"layer {diff_id} of image {image.short_id} is missing from the store "

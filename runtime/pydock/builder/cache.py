@@ -21,10 +21,14 @@ from filelock import FileLock
 
 from ..store import Store
 
+#: Changes when what a step produces for the same input changes (entries of older builders
+#: are then not reused).
+SCHEMA = "2"
+
 
 def step_key(parent: str, *parts: str) -> str:
     """The cache key of a step: sha256 over its parent key and its parts."""
-    return hashlib.sha256(json.dumps([parent, *parts]).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([SCHEMA, parent, *parts]).encode()).hexdigest()
 
 
 class BuildCache:

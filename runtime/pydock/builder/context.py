@@ -101,6 +101,12 @@ class BuildContext:
             raise ContextError(f"{source!r} points to {new_rel!r}, which is not in the context")
         return new_rel
 
+    def is_implied(self, rel: str) -> bool:
+        """Whether ``rel`` is an excluded directory sent only because something inside it is
+        re-included (``!``): the docker CLI leaves it out of the context tar, so the daemon
+        makes it 0755 (checked when copying, never when planning)."""
+        return bool(rel) and self.rules.has_exceptions and self.rules.excluded(rel)
+
     def is_dir(self, rel: str) -> bool:
         full = self.root / rel if rel else self.root
         return stat.S_ISDIR(os.lstat(full).st_mode)

@@ -19,11 +19,11 @@ from .. import dockerfile as df
 from ..backends.native.backend import NativeBackend
 from ..changes import InvalidValue
 from ..errors import BuildError, DockerfileError, ImageNotFound, PydockError
-from ..expand import parse_heredoc_marker
+from ..expand import parse_heredoc_marker, split_words
 from ..models import Image, ImageConfig
 from ..spec import RunOptions
 from ..store import Store
-from . import metadata, mounts, steps, transfer
+from . import history, metadata, mounts, steps, transfer
 from .cache import BuildCache, encode, step_key
 from .context import BuildContext, ContextError
 
@@ -316,7 +316,8 @@ class Builder:
                                          path=self.path)
         if ins.cmd == "CMD":
             state.cmd_set = True
-        parts, execute = self._plan(expanded, state, config, stage)
+        parts, execute = self._plan(expanded, state, config, stage,
+                                    lambda new: self._created_by(ins, expanded, state, new))
         new_key = step_key(key, *parts)
         if not self.opts.no_cache:
             hit = self.cache.get(new_key)
@@ -349,15 +350,15 @@ class Builder:
             env = self._env(state, config)
 
     def _plan(self, ins: df.Instruction, state: StageState, config: ImageConfig,
-              stage: df.Stage) -> tuple[tuple[str, ...], Callable[[dict[str, Any], bytes],
-                                                                  dict[str, Any]]]:
+              stage: df.Stage, created_by: Callable[[ImageConfig], str]
+              ) -> tuple[tuple[str, ...], Callable[[dict[str, Any], bytes], dict[str, Any]]]:
         """The cache-key parts of a step and the function that executes it."""
         if ins.cmd == "ARG":
             values = tuple(f"{d.name}={state.args.get(d.name, '')}" for d in df.arg_decls(ins))
-            return ("ARG", *values), lambda doc, _: self._nop(doc, ins, config, state)
+            return ("ARG", *values), lambda doc, _: self._nop(doc, created_by(config))
         if ins.cmd in metadata.HANDLERS:
             return (ins.cmd, json.dumps([ins.args, ins.flags, ins.json])), \
-                lambda doc, _: self._metadata(doc, ins, config, state)
+                lambda doc, _: self._metadata(doc, ins, config, state, created_by)
         if ins.cmd == "RUN":
             run = self._run_step(ins, state, config)
             binds = [m for m in run.mounts if m.kind == "bind"]
@@ -379,13 +380,46 @@ class Builder:
         doc.setdefault("history", []).append(entry)
         doc["created"] = now
 
-    def _nop(self, doc: dict[str, Any], ins: df.Instruction, config: ImageConfig,
-             state: StageState) -> dict[str, Any]:
-        self._history(doc, f"/bin/sh -c #(nop)  {ins.original}", empty=True)
+    def _commit(self, doc: dict[str, Any], diff_id: str | None, created_by: str) -> None:
+        """Record a step: its layer, if it changed anything (Docker adds no empty layer),
+        and its history entry."""
+        if diff_id is not None:
+            doc["rootfs"]["diff_ids"].append(diff_id)
+        self._history(doc, created_by, empty=diff_id is None)
+
+    def _created_by(self, raw: df.Instruction, ins: df.Instruction, state: StageState,
+                    config: ImageConfig) -> str:
+        """The history text of a metadata step (the classic builder's), ``config`` being
+        the image config after it."""
+        cmd = ins.cmd
+        if cmd in ("ENV", "LABEL"):
+            text = history.pairs(cmd, ins.key_values())
+        elif cmd in ("CMD", "ENTRYPOINT"):
+            value = config.cmd if cmd == "CMD" else config.entrypoint
+            text = f"{cmd} {history.go_quote_list(value)}"
+        elif cmd == "EXPOSE":  # sorted as written, then expanded (Docker's order)
+            env = self._env(state, config)
+            text = " ".join(["EXPOSE", *(w for arg in sorted(raw.args)
+                                         for w in split_words(arg, env,
+                                                              escape=self.dfile.escape))])
+        elif cmd in ("VOLUME", "SHELL"):
+            text = f"{cmd} [{' '.join(ins.args)}]"
+        elif cmd == "HEALTHCHECK":
+            text = f"HEALTHCHECK {history.healthcheck(config.healthcheck)}"
+        elif cmd == "ARG":
+            text = " ".join(["ARG", *(d.name if d.default is None else f"{d.name}={d.default}"
+                                      for d in df.arg_decls(ins))])
+        else:  # USER, STOPSIGNAL, MAINTAINER, ONBUILD (WORKDIR: make_workdir)
+            text = " ".join([cmd, *ins.args])
+        return history.nop(metadata.shell_of(config), text)
+
+    def _nop(self, doc: dict[str, Any], created_by: str) -> dict[str, Any]:
+        self._history(doc, created_by, empty=True)
         return doc
 
     def _metadata(self, doc: dict[str, Any], ins: df.Instruction, config: ImageConfig,
-                  state: StageState) -> dict[str, Any]:
+                  state: StageState, created_by: Callable[[ImageConfig], str]
+                  ) -> dict[str, Any]:
         cfg = metadata.StageConfig(config, cmd_set=state.cmd_set and ins.cmd != "CMD")
         try:
             new = metadata.apply(ins, cfg)
@@ -395,10 +429,12 @@ class Builder:
         if new.author is not None:
             doc["author"] = new.author
         if ins.cmd == "WORKDIR":
-            created = transfer.make_workdir(self, doc, new.config)
-            if created:
-                return doc
-        self._history(doc, f"/bin/sh -c #(nop)  {ins.original}", empty=True)
+            try:
+                transfer.make_workdir(self, doc, new.config)
+            except (steps.StepFailed, PydockError) as exc:
+                raise self._error(ins.line, ins.cmd, f"WORKDIR failed: {exc}") from None
+            return doc
+        self._history(doc, created_by(new.config), empty=True)
         return doc
 
     # -- RUN -------------------------------------------------------------------------------
@@ -436,7 +472,9 @@ class Builder:
         env = (*config.env, *self._run_args(state, config))
         return steps.Run(argv=tuple(argv), env=tuple(env), user=config.user,
                          workdir=config.working_dir or "/",
-                         network="none" if network == "none" else "host", mounts=run_mounts)
+                         network="none" if network == "none" else "host", mounts=run_mounts,
+                         volumes=config.volumes,
+                         shown_args=tuple(sorted(self._shown_args(state, config).items())))
 
     def _run(self, doc: dict[str, Any], data: bytes, ins: df.Instruction,
              run: steps.Run) -> dict[str, Any]:
@@ -454,13 +492,14 @@ class Builder:
                               output=exc.output) from None
         except PydockError as exc:
             raise self._error(ins.line, "RUN", f"cannot run the step: {exc}") from None
-        doc["rootfs"]["diff_ids"].append(diff_id)
-        args = self._run_args_shown(run)
-        self._history(doc, f"{args}{' '.join(run.argv)}", empty=False)
+        self._commit(doc, diff_id, history.run_text(run.argv, dict(run.shown_args)))
         return doc
 
-    def _run_args_shown(self, run: steps.Run) -> str:
-        return ""
+    def _shown_args(self, state: StageState, config: ImageConfig) -> dict[str, str]:
+        """The build args a RUN's history names (``|1 VERSION=1.0 ...``): the stage's ARGs
+        with a value that ENV does not override."""
+        env = config.env_dict()
+        return {k: v for k, v in state.args.items() if k not in env}
 
     def container_options(self, config: ImageConfig) -> RunOptions:
         """Options of the short-lived containers COPY/ADD/WORKDIR write through."""

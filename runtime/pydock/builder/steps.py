@@ -10,6 +10,7 @@ import io
 import lzma
 import os
 import posixpath
+import stat
 import tarfile
 import tempfile
 import time
@@ -20,10 +21,10 @@ from typing import IO, Any, cast
 
 from ..backends.native import rootfs
 from ..backends.native.backend import NativeBackend, NativeContainer
-from ..backends.native.users import UserError, resolve
 from ..errors import PydockError
 from ..models import Image, Mount
 from ..spec import RunOptions
+from .paths import ImageFS
 
 TAIL_LINES = 30
 _SPOOL = 64 << 20
@@ -51,14 +52,18 @@ def container_of(backend: NativeBackend, image: Image, opts: RunOptions
 
 
 def snapshot(backend: NativeBackend, c: NativeContainer, *,
-             skip_empty_dirs: Mapping[str, tuple[int, int, int] | None] | None = None) -> str:
-    """The container's writable layer as a store layer (injected /etc files left out).
+             skip_empty_dirs: Mapping[str, tuple[int, int, int] | None] | None = None,
+             discard: Sequence[str] = ()) -> str | None:
+    """The container's writable layer as a store layer (injected /etc files left out), or
+    None when it holds no change (Docker then adds no layer, only a history entry).
 
     ``skip_empty_dirs``: RUN mount points and their parents, with the (mode, uid, gid) the
     image has for them (None: absent); left out while they hold nothing else and the step
-    did not change them."""
+    did not change them.  ``discard``: paths (relative, e.g. ``data``) whose changes are
+    dropped, the directory itself included (volumes: see ``run``)."""
     upper = c.dir.upper
     skip = skip_empty_dirs or {}
+    dropped = tuple(discard)
 
     def hollow(rel: str) -> bool:
         path = os.path.join(upper, rel)
@@ -70,8 +75,11 @@ def snapshot(backend: NativeBackend, c: NativeContainer, *,
         return all(hollow(f"{rel}/{name}") for name in os.listdir(path))
 
     def exclude(rel: str) -> bool:
-        return rootfs.is_init_path(rel) or hollow(rel)
+        return rootfs.is_init_path(rel) or hollow(rel) or \
+            any(rel == d or rel.startswith(f"{d}/") for d in dropped)
 
+    if not any(not exclude(name) for name in os.listdir(upper)):
+        return None
     return backend.store.add_layer_dir(upper, exclude=exclude)
 
 
@@ -88,14 +96,20 @@ class Run:
     workdir: str
     network: str = "host"
     mounts: tuple[Any, ...] = ()    # builder.mounts.RunMount: part of the cache key
+    volumes: tuple[str, ...] = ()   # the image's VOLUMEs: their changes are dropped
+    shown_args: tuple[tuple[str, str], ...] = ()  # build args named in the history
 
 
 def run(backend: NativeBackend, image: Image, step: Run, *,
-        output: Callable[[bytes], None], mounts: Sequence[Mount] = ()) -> str:
+        output: Callable[[bytes], None], mounts: Sequence[Mount] = ()) -> str | None:
     """Run ``step`` in a container of ``image``; stream its output (stdout and stderr
-    together) to ``output``; return the diff_id of what it changed.  ``StepFailed`` with the
-    exit code and the last lines of output when it fails.  Mount points made for ``mounts``
-    stay out of the layer."""
+    together) to ``output``; return the diff_id of what it changed (None: nothing).
+    ``StepFailed`` with the exit code and the last lines of output when it fails.  Mount
+    points made for ``mounts`` stay out of the layer.
+
+    The image's volumes behave as in the classic builder, where each is an anonymous volume
+    of the step's container: what the step changes in them is dropped, and a volume path
+    missing from the image appears in the layer as an empty directory (its mount point)."""
     opts = RunOptions(command=list(step.argv), entrypoint=None, env=list(step.env),
                       user=step.user or None, working_dir=step.workdir or None,
                       network=step.network, hostname="buildkitsandbox", mounts=list(mounts))
@@ -132,7 +146,41 @@ def run(backend: NativeBackend, image: Image, step: Run, *,
                 f"returned a non-zero code: {status.exit_code}"
             raise StepFailed(f"the command {list(step.argv)} {what}", exit_code=status.exit_code,
                              output=b"\n".join(tail).decode(errors="replace"))
-        return snapshot(backend, c, skip_empty_dirs=made)
+        discard = _volume_points(c, lowers, step.volumes)
+        return snapshot(backend, c, skip_empty_dirs=made, discard=discard)
+
+
+def _volume_points(c: NativeContainer, lowers: Sequence[str], volumes: Sequence[str]
+                   ) -> list[str]:
+    """Prepare the upper dir for ``snapshot(discard=...)``: a volume path absent from the
+    image becomes an empty 0755 root directory (with its missing parents), as Docker's mount
+    point; returns what to discard (what is below those, and existing volume paths)."""
+    discard = []
+    upper = str(c.dir.upper)
+    for volume in sorted(set(volumes)):
+        parts = [p for p in posixpath.normpath("/" + volume).split("/") if p]
+        if not parts:
+            continue
+        rel = "/".join(parts)
+        if rootfs._lower_lstat(lowers, parts) is not None:
+            discard.append(rel)
+            continue
+        for i in range(1, len(parts) + 1):
+            path = os.path.join(upper, *parts[:i])
+            if i < len(parts) and rootfs._lower_lstat(lowers, parts[:i]) is not None:
+                continue
+            st = rootfs._lstat(path)
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                os.unlink(path)
+                st = None
+            if st is None:
+                os.mkdir(path)
+            os.chown(path, 0, 0, follow_symlinks=False)
+            os.chmod(path, 0o755)
+        full = os.path.join(upper, *parts)
+        for name in os.listdir(full):
+            discard.append(f"{rel}/{name}")
+    return discard
 
 
 # -- COPY / ADD --------------------------------------------------------------------------------
@@ -147,40 +195,79 @@ class Entry:
     data: bytes | None = None
     mode: int | None = None         # None: the source's mode
     is_dir: bool = False
+    owner: tuple[int, int] | None = None  # None: the step's owner
 
 
-def owner_of(chown: str | None, c: NativeContainer) -> tuple[int, int]:
-    """``--chown=user[:group]`` as numbers, names looked up in the image's /etc files; a
-    user without a group uses the same number for the group (Docker's rule)."""
+def owner_of(chown: str | None, fs: ImageFS) -> tuple[int, int]:
+    """``--chown=user[:group]`` as numbers, names looked up in the image's /etc files.
+
+    A user without a group: the group of the same name (the classic builder's rule), else
+    the user's primary group (BuildKit's), else the uid for a number."""
     if not chown:
         return 0, 0
-    user, _, group = chown.partition(":")
-    if user.isdigit() and (not group or group.isdigit()):
-        return int(user), int(group or user)
+    parts = chown.split(":")
+    if len(parts) > 2 or not parts[0]:
+        raise StepFailed(f"invalid --chown={chown}: expected user[:group]")
+    user, group = parts[0], parts[1] if len(parts) == 2 else ""
+    passwd = [line.split(":") for line in fs.read("/etc/passwd").splitlines()]
+    entry = None
+    if user.isdigit():
+        uid = int(user)
+    else:
+        entry = next((row for row in passwd if len(row) >= 4 and row[0] == user), None)
+        if entry is None or not entry[2].isdigit():
+            raise StepFailed(f"--chown={chown}: unable to find user {user}: no matching "
+                             "entries in passwd file")
+        uid = int(entry[2])
+    name = group or user
+    if name.isdigit():
+        return uid, int(name)
+    groups = [line.split(":") for line in fs.read("/etc/group").splitlines()]
+    row = next((g for g in groups if len(g) >= 3 and g[0] == name and g[2].isdigit()), None)
+    if row is not None:
+        return uid, int(row[2])
+    if not group and entry is not None and entry[3].isdigit():
+        return uid, int(entry[3])
+    raise StepFailed(f"--chown={chown}: unable to find group {name}: no matching entries "
+                     "in group file")
 
-    def etc(name: str) -> str:
-        try:
-            return rootfs.get_file(c, f"/etc/{name}").decode(errors="replace")
-        except PydockError:
-            return ""
 
-    try:
-        uid = int(user) if user.isdigit() else resolve(user, etc("passwd"), "").uid
-        if not group:
-            return uid, uid
-        gid = int(group) if group.isdigit() else resolve(f"0:{group}", "", etc("group")).gid
-    except UserError as exc:
-        raise StepFailed(f"--chown={chown}: {exc}") from None
+def user_owner(user: str, fs: ImageFS) -> tuple[int, int]:
+    """The owner BuildKit gives what it makes for ``USER user[:group]`` (WORKDIR): a name's
+    uid and primary group from the image's passwd (0:0 if it is not there), a number as
+    uid and gid; a group by name or number replaces the gid."""
+    if not user:
+        return 0, 0
+    name, _, group = user.partition(":")
+    uid = gid = 0
+    if name.isdigit():
+        uid = gid = int(name)
+    else:
+        for row in (line.split(":") for line in fs.read("/etc/passwd").splitlines()):
+            if len(row) >= 4 and row[0] == name and row[2].isdigit() and row[3].isdigit():
+                uid, gid = int(row[2]), int(row[3])
+                break
+    if group.isdigit():
+        gid = int(group)
+    elif group:
+        for row in (line.split(":") for line in fs.read("/etc/group").splitlines()):
+            if len(row) >= 3 and row[0] == group and row[2].isdigit():
+                gid = int(row[2])
+                break
     return uid, gid
 
 
-def dest_is_dir(c: NativeContainer, dest: str) -> bool:
-    info = rootfs.stat_path(c, dest)
-    return info is not None and info.is_dir
+def without_setid(mode: int) -> int:
+    """``mode`` after a chown by root, as Linux leaves a non-directory: set-user-ID
+    dropped, set-group-ID too when the group may execute it."""
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return mode
 
 
 def _tar_of(entries: Sequence[Entry], owner: tuple[int, int], chmod: int | None,
-            fileobj: io.IOBase) -> None:
+            fileobj: io.IOBase, *, strip_setid: bool = False) -> None:
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
         for entry in entries:
             name = entry.dest.lstrip("/")
@@ -192,12 +279,14 @@ def _tar_of(entries: Sequence[Entry], owner: tuple[int, int], chmod: int | None,
                 info.mode = 0o755 if entry.is_dir else 0o644
                 info.size = len(entry.data or b"") if not entry.is_dir else 0
                 info.mtime = int(time.time())
-            info.uid, info.gid = owner
+            info.uid, info.gid = entry.owner or owner
             info.uname = info.gname = ""
             if entry.mode is not None:
                 info.mode = entry.mode
             elif chmod is not None and not info.issym():
                 info.mode = chmod
+            elif strip_setid and (info.isreg() or info.islnk()):
+                info.mode = without_setid(info.mode)
             if info.isreg() and entry.source is not None:
                 with open(entry.source, "rb") as f:
                     tar.addfile(info, f)
@@ -207,17 +296,17 @@ def _tar_of(entries: Sequence[Entry], owner: tuple[int, int], chmod: int | None,
                 tar.addfile(info)
 
 
-def write_entries(backend: NativeBackend, c: NativeContainer, entries: Sequence[Entry], *,
-                  owner: tuple[int, int], chmod: int | None) -> str:
-    """Write ``entries`` into the container's root and snapshot its writable layer."""
-    with tempfile.SpooledTemporaryFile(_SPOOL, dir=str(backend.store.tmp_dir)) as buf:
-        _tar_of(entries, owner, chmod, buf)  # type: ignore[arg-type]
+def write_entries(c: NativeContainer, entries: Sequence[Entry], *, owner: tuple[int, int],
+                  chmod: int | None, strip_setid: bool = False) -> None:
+    """Write ``entries`` (parents first) into the container's root, owned by ``owner``."""
+    spool = c.backend.store.tmp_dir
+    with tempfile.SpooledTemporaryFile(_SPOOL, dir=str(spool)) as buf:
+        _tar_of(entries, owner, chmod, buf, strip_setid=strip_setid)  # type: ignore[arg-type]
         buf.seek(0)
         try:
             rootfs.copy_in(c, buf, "/", archive=True)  # type: ignore[arg-type]
         except PydockError as exc:
             raise StepFailed(str(exc)) from None
-    return snapshot(backend, c)
 
 
 def extract_into(c: NativeContainer, archive: str, dest: str) -> None:
@@ -274,4 +363,6 @@ def retarget(tar_bytes: bytes, *, strip_top: bool, dest: str, owner: tuple[int, 
                 member.uname = member.gname = ""
             if chmod is not None and not member.issym():
                 member.mode = chmod
+            elif owner is not None and (member.isreg() or member.islnk()):
+                member.mode = without_setid(member.mode)
             out.addfile(member, src.extractfile(member) if member.isreg() else None)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import posixpath
+import stat
 import tarfile
 import tempfile
 import urllib.error
@@ -18,10 +19,11 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import dockerfile as df
+from ..backends.native import rootfs
 from ..errors import PydockError
 from ..expand import parse_heredoc_marker
 from ..models import ImageConfig
-from . import steps
+from . import history, metadata, paths, steps
 from .cache import step_key
 from .context import ContextError, Match, has_wildcard
 
@@ -65,7 +67,8 @@ def plan(builder: Builder, ins: df.Instruction, state: StageState, config: Image
     *sources, dest_raw = ins.args
     workdir = config.working_dir or "/"
     dest = posixpath.normpath(posixpath.join(workdir, dest_raw))
-    dir_syntax = dest_raw.endswith("/") or dest_raw in (".", "..") or dest_raw.endswith("/.")
+    # "dir/" and "." name a directory; "dir/." does not (Docker cleans it to "dir")
+    dir_syntax = dest_raw.endswith("/") or dest_raw == "."
     chown = ins.flag("chown")
     chmod = _chmod(ins, builder)
     heredocs = {doc.name: doc for doc in ins.heredocs}
@@ -75,7 +78,8 @@ def plan(builder: Builder, ins: df.Instruction, state: StageState, config: Image
     words = json.dumps([ins.cmd, sources, dest, dir_syntax, chown, chmod])
     from_ref = ins.flag("from")
     if from_ref is not None:
-        return _plan_from(builder, ins, stage, files, dest, dir_syntax, chown, chmod, words)
+        return _plan_from(builder, ins, stage, config, files, dest, dest_raw, dir_syntax,
+                          chown, chmod, words)
     matches: list[Match] = []
     downloads: list[Download] = []
     try:
@@ -94,26 +98,36 @@ def plan(builder: Builder, ins: df.Instruction, state: StageState, config: Image
     extra = [d.digest for d in downloads] + [hashlib.sha256(d.data.encode()).hexdigest()
                                              for d in docs]
     parts = (ins.cmd, words, digest, *extra)
+    kinds = ["dir" if m.is_dir else "file" for m in matches] + ["file"] * (len(downloads)
+                                                                            + len(docs))
+    created_by = history.copy_text(ins.cmd, chown, _source_hash(kinds, [digest, *extra]),
+                                   dest_raw)
 
     def execute(doc: dict[str, Any], data: bytes) -> dict[str, Any]:
         image = steps_image(data)
         with steps.container_of(builder.backend, image, builder.container_options(config)) as c:
             try:
-                owner = steps.owner_of(chown, c)
-                into_dir = dir_syntax or count > 1 or any(m.is_dir for m in matches) or \
-                    steps.dest_is_dir(c, dest)
-                entries, archives = _entries(builder, ins, c, matches, downloads, docs, dest,
-                                             into_dir)
-                diff_id = _write(builder, c, entries, archives, owner, chmod)
-            except steps.StepFailed as exc:
+                fs = paths.ImageFS(rootfs._lowers(c))
+                owner = steps.owner_of(chown, fs)
+                target = fs.resolve(dest)
+                into_dir = dir_syntax or count > 1 or fs.is_dir(target)
+                entries, archives = _entries(builder, ins, fs, matches, downloads, docs, target,
+                                             into_dir, owner)
+                diff_id = _write(builder, c, entries, archives, target, owner, chmod)
+            except (steps.StepFailed, paths.PathError, PydockError) as exc:
                 raise builder._error(ins.line, ins.cmd, f"{ins.cmd} failed: {exc}") from None
-            except PydockError as exc:
-                raise builder._error(ins.line, ins.cmd, f"{ins.cmd} failed: {exc}") from None
-        doc["rootfs"]["diff_ids"].append(diff_id)
-        builder._history(doc, f"/bin/sh -c #(nop) {ins.cmd} {digest} in {dest} ", empty=False)
+        builder._commit(doc, diff_id, history.nop_word(metadata.shell_of(config), created_by))
         return doc
 
     return parts, execute
+
+
+def _source_hash(kinds: list[str], digests: list[str]) -> str:
+    """The classic builder's source hash in the history: ``file:``/``dir:`` for one source,
+    ``multi:`` for several (the hash itself is pydock's content digest)."""
+    text = "\0".join(digests)
+    kind = kinds[0] if len(kinds) == 1 else "multi"
+    return f"{kind}:{hashlib.sha256(text.encode()).hexdigest()}"
 
 
 def steps_image(data: bytes) -> Any:
@@ -121,51 +135,58 @@ def steps_image(data: bytes) -> Any:
     return image_of(data)
 
 
-def _entries(builder: Builder, ins: df.Instruction, c: Any, matches: list[Match],
-             downloads: list[Download], docs: list[df.Heredoc], dest: str, into_dir: bool
-             ) -> tuple[list[steps.Entry], list[str]]:
+def _new_dirs(fs: paths.ImageFS, path: str, *, for_dir: bool = False) -> list[steps.Entry]:
+    """Directories to create on the way to ``path`` (and ``path`` itself): 0755, owned by
+    the copy's owner.  ``for_dir``: ``path`` receives a directory's contents; its parents
+    are then root's (Docker makes them before it chowns what it copied)."""
+    new = fs.missing(path)
+    return [steps.Entry(p, is_dir=True, mode=0o755,
+                        owner=(0, 0) if for_dir and p != new[-1] else None) for p in new]
+
+
+def _entries(builder: Builder, ins: df.Instruction, fs: paths.ImageFS, matches: list[Match],
+             downloads: list[Download], docs: list[df.Heredoc], target: str, into_dir: bool,
+             owner: tuple[int, int]) -> tuple[list[steps.Entry], list[str]]:
+    """What a COPY/ADD writes (parents first) and the local archives ADD unpacks into
+    ``target`` (the destination with symlinks resolved)."""
     ctx = builder.context
     entries: list[steps.Entry] = []
     archives: list[str] = []
-    if into_dir and not steps.dest_is_dir(c, dest):
-        single_dir = len(matches) == 1 and matches[0].is_dir and not downloads and not docs
-        # A directory's contents copied to a new place: the new directory is made like the
-        # source directory (mode, time); otherwise 0755 and now.
-        entries.append(steps.Entry(dest, source=str(ctx.full_path(matches[0].rel)))
-                       if single_dir else steps.Entry(dest, is_dir=True, mode=0o755))
+    files = [m for m in matches if not m.is_dir and not (
+        ins.cmd == "ADD" and _is_archive(str(ctx.full_path(m.rel))))]
+    archives = [str(ctx.full_path(m.rel)) for m in matches if not m.is_dir and m not in files]
+    if into_dir or any(m.is_dir for m in matches) or archives:
+        entries.extend(_new_dirs(fs, target, for_dir=bool(matches) and matches[0].is_dir))
+    else:
+        entries.extend(_new_dirs(fs, posixpath.dirname(target)))
     for match in matches:
-        full = str(ctx.full_path(match.rel))
         if match.is_dir:
             cut = len(match.rel) + 1 if match.rel else 0
             for rel in ctx.below(match.rel):
-                entries.append(steps.Entry(posixpath.join(dest, rel[cut:]),
-                                           source=str(ctx.full_path(rel))))
-        elif ins.cmd == "ADD" and _is_archive(full):
-            archives.append(full)
-        else:
-            target = posixpath.join(dest, posixpath.basename(match.rel)) if into_dir else dest
-            entries.append(steps.Entry(target, source=full))
+                entries.append(steps.Entry(posixpath.join(target, rel[cut:]),
+                                           source=str(ctx.full_path(rel)),
+                                           mode=0o755 if ctx.is_implied(rel) else None))
+        elif match in files:
+            name = posixpath.join(target, posixpath.basename(match.rel)) if into_dir else target
+            entries.append(steps.Entry(name, source=str(ctx.full_path(match.rel))))
     for download in downloads:
         name = posixpath.basename(urllib.parse.urlparse(download.url).path) or "index.html"
-        target = posixpath.join(dest, name) if into_dir else dest
-        entries.append(steps.Entry(target, source=download.path, mode=0o600))
+        entries.append(steps.Entry(posixpath.join(target, name) if into_dir else target,
+                                   source=download.path, mode=0o600))
     for doc in docs:
-        target = posixpath.join(dest, doc.name) if into_dir else dest
-        entries.append(steps.Entry(target, data=doc.data.encode()))
-    if archives and not into_dir:
-        entries.insert(0, steps.Entry(dest, is_dir=True, mode=0o755))
+        entries.append(steps.Entry(posixpath.join(target, doc.name) if into_dir else target,
+                                   data=doc.data.encode()))
     return entries, archives
 
 
 def _write(builder: Builder, c: Any, entries: list[steps.Entry], archives: list[str],
-           owner: tuple[int, int], chmod: int | None) -> str:
-    if not archives:
-        return steps.write_entries(builder.backend, c, entries, owner=owner, chmod=chmod)
+           target: str, owner: tuple[int, int], chmod: int | None) -> str | None:
+    """Write the entries (owned by ``owner``, set-id bits dropped as Docker's chown drops
+    them), unpack the archives into ``target`` (their owners kept), snapshot."""
     if entries:
-        steps.write_entries(builder.backend, c, entries, owner=owner, chmod=chmod)
-    dest = entries[0].dest if entries and entries[0].is_dir else None
+        steps.write_entries(c, entries, owner=owner, chmod=chmod, strip_setid=True)
     for archive in archives:
-        steps.extract_into(c, archive, dest or "/")
+        steps.extract_into(c, archive, target)
     return steps.snapshot(builder.backend, c)
 
 
@@ -206,10 +227,11 @@ def _download(builder: Builder, ins: df.Instruction, url: str) -> Download:
     return Download(url, path, h.hexdigest(), mtime)
 
 
-def _plan_from(builder: Builder, ins: df.Instruction, stage: df.Stage, files: list[str],
-               dest: str, dir_syntax: bool, chown: str | None, chmod: int | None, words: str
-               ) -> tuple[tuple[str, ...], Execute]:
-    """COPY --from=STAGE|IMAGE: sources are paths in that stage's (or image's) filesystem."""
+def _plan_from(builder: Builder, ins: df.Instruction, stage: df.Stage, config: ImageConfig,
+               files: list[str], dest: str, dest_raw: str, dir_syntax: bool, chown: str | None,
+               chmod: int | None, words: str) -> tuple[tuple[str, ...], Execute]:
+    """COPY --from=STAGE|IMAGE: sources are paths in that stage's (or image's) filesystem.
+    Without --chown the files keep their owners (and set-id bits), as in Docker."""
     from .engine import _stage_ref
     ref = ins.flag("from") or ""
     dep = _stage_ref(builder.dfile, ref, before=stage.index)
@@ -239,56 +261,65 @@ def _plan_from(builder: Builder, ins: df.Instruction, stage: df.Stage, files: li
         with steps.container_of(builder.backend, src_image, opts) as src, \
                 steps.container_of(builder.backend, steps_image(data), opts) as c:
             try:
-                owner = steps.owner_of(chown, c) if chown else None
-                into_dir = dir_syntax or len(files) > 1 or steps.dest_is_dir(c, dest)
+                fs = paths.ImageFS(rootfs._lowers(c))
+                src_fs = paths.ImageFS(rootfs._lowers(src))
+                owner = steps.owner_of(chown, fs) if chown else None
+                target = fs.resolve(dest)
+                into_dir = dir_syntax or len(files) > 1 or fs.is_dir(target)
+                kinds = []
                 with tempfile.SpooledTemporaryFile(64 << 20, dir=str(builder.store.tmp_dir)) as buf:
-                    if into_dir and not steps.dest_is_dir(c, dest):
-                        steps.write_entries(builder.backend, c,
-                                            [steps.Entry(dest, is_dir=True, mode=0o755)],
-                                            owner=owner or (0, 0), chmod=None)
                     for source in files:
-                        path = posixpath.normpath(posixpath.join("/", source))
-                        info = steps.rootfs.stat_path(src, path)
+                        path = src_fs.resolve(posixpath.join("/", source))
+                        info = src_fs.lstat(path)
                         if info is None:
                             raise steps.StepFailed(f"{source}: not found in {ref}")
+                        is_dir = stat.S_ISDIR(info.st_mode)
+                        kinds.append("dir" if is_dir else "file")
+                        name = target if is_dir or not into_dir else \
+                            posixpath.join(target, posixpath.basename(path))
+                        new = _new_dirs(fs, name if is_dir else posixpath.dirname(name),
+                                        for_dir=is_dir)
+                        if new:
+                            steps.write_entries(c, new, owner=owner or (0, 0), chmod=None)
                         tar = steps.copy_from_image(src, path)
-                        if info.is_dir:
-                            target = dest
-                        else:
-                            target = posixpath.join(dest, posixpath.basename(path)) \
-                                if into_dir else dest
                         buf.seek(0)
                         buf.truncate()
-                        steps.retarget(tar, strip_top=info.is_dir, dest=target, owner=owner,
+                        steps.retarget(tar, strip_top=is_dir, dest=name, owner=owner,
                                        chmod=chmod, fileobj=buf)  # type: ignore[arg-type]
                         buf.seek(0)
                         steps.rootfs.copy_in(c, buf, "/", archive=True)  # type: ignore[arg-type]
                 diff_id = steps.snapshot(builder.backend, c)
-            except steps.StepFailed as exc:
+            except (steps.StepFailed, paths.PathError, PydockError) as exc:
                 raise builder._error(ins.line, "COPY", f"COPY failed: {exc}") from None
-            except PydockError as exc:
-                raise builder._error(ins.line, "COPY", f"COPY failed: {exc}") from None
-        doc["rootfs"]["diff_ids"].append(diff_id)
-        builder._history(doc, f"/bin/sh -c #(nop) COPY from {ref} in {dest} ", empty=False)
+        source_hash = _source_hash(kinds, [src_key, *files])
+        builder._commit(doc, diff_id, history.nop_word(
+            metadata.shell_of(config), history.copy_text("COPY", chown, source_hash, dest_raw)))
         return doc
 
     return parts, execute
 
 
-def make_workdir(builder: Builder, doc: dict[str, Any], config: ImageConfig) -> bool:
-    """WORKDIR creates its directory when missing (a layer holding it); True if it did."""
+def make_workdir(builder: Builder, doc: dict[str, Any], config: ImageConfig) -> None:
+    """WORKDIR: the directory and its missing parents are made, 0755, owned by USER (as
+    BuildKit does; the classic builder leaves them root's, so that ``USER app`` + ``WORKDIR``
+    + ``RUN`` writing there fails); a layer only when something was made."""
     path = config.working_dir or "/"
+    shell = metadata.shell_of(config)
+    text = history.nop_word(shell, f"WORKDIR {path}")
     if path == "/":
-        return False
+        builder._commit(doc, None, text)
+        return
     from .cache import encode
     from .engine import image_of
     image = image_of(encode(doc))
     with steps.container_of(builder.backend, image, builder.container_options(config)) as c:
-        if steps.dest_is_dir(c, path):
-            return False
-        diff_id = steps.write_entries(builder.backend, c, [steps.Entry(path, is_dir=True,
-                                                                        mode=0o755)],
-                                      owner=(0, 0), chmod=None)
-    doc["rootfs"]["diff_ids"].append(diff_id)
-    builder._history(doc, f"/bin/sh -c #(nop) WORKDIR {path}", empty=False)
-    return True
+        fs = paths.ImageFS(rootfs._lowers(c))
+        try:
+            new = _new_dirs(fs, fs.resolve(path))
+        except paths.PathError as exc:
+            raise steps.StepFailed(f"WORKDIR {path}: {exc}") from None
+        diff_id = None
+        if new:
+            steps.write_entries(c, new, owner=steps.user_owner(config.user, fs), chmod=None)
+            diff_id = steps.snapshot(builder.backend, c)
+    builder._commit(doc, diff_id, text)

@@ -494,7 +494,13 @@ def _become(w: Workload, *, terminal: bool) -> list[str]:
             if not w.create_cwd:
                 raise StepError(f"chdir to cwd ({w.cwd!r}) set in config.json failed: "
                                 "no such file or directory", 126) from None
-            os.makedirs(w.cwd, 0o755, exist_ok=True)
+            path = ""
+            for part in w.cwd.strip("/").split("/"):  # every missing level 0755, as Docker
+                path += "/" + part
+                try:
+                    os.mkdir(path, 0o755)
+                except FileExistsError:
+                    pass
             os.chdir(w.cwd)
 
     def set_terminal() -> None:
