@@ -228,7 +228,8 @@ def hanging_session(pytester: pytest.Pytester, store_dir) -> subprocess.Popen[by
             time.sleep(300)
     """)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
-                             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE)
+                             "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     assert proc.stdout is not None
     for line in proc.stdout:
         if b"RUNNING" in line:
@@ -255,10 +256,20 @@ def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) ->
     del result
 
 
+def communicate_or_dump(proc: subprocess.Popen[bytes], timeout: float = 60) -> bytes:
+    """The rest of a session's output; if it hangs, its threads' stacks (faulthandler)."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER=1: every thread's stack
+        out = proc.communicate(timeout=30)[0]
+        pytest.fail(f"the session did not end after SIGINT; its output:\n{out.decode()}")
+
+
 def test_ctrl_c_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
     proc = hanging_session(pytester, store_dir)
     proc.send_signal(signal.SIGINT)
-    out = proc.communicate(timeout=60)[0]
+    out = communicate_or_dump(proc)
     assert b"KeyboardInterrupt" in out
     assert not leftovers(store_dir)
     assert not list((store_dir / "containers").glob("*/config.json"))
@@ -278,7 +289,8 @@ def test_docker_ctrl_c_and_sigkill_leave_nothing(pytester, docker_raw, docker_bu
     def hanging() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider",
                                  "--pydock-backend=docker"], cwd=pytester.path,
-                                stdout=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
         assert proc.stdout is not None
         for line in proc.stdout:
             if b"RUNNING" in line:
@@ -292,7 +304,7 @@ def test_docker_ctrl_c_and_sigkill_leave_nothing(pytester, docker_raw, docker_bu
     proc = hanging()
     assert len(ours(proc.pid)) == 1
     proc.send_signal(signal.SIGINT)
-    assert b"KeyboardInterrupt" in proc.communicate(timeout=60)[0]
+    assert b"KeyboardInterrupt" in communicate_or_dump(proc)
     assert ours(proc.pid) == []
 
     proc = hanging()
