@@ -216,6 +216,13 @@ def test_xdist_workers_each_get_fresh_containers(run) -> None:
     result.assert_outcomes(passed=6)
 
 
+def default_sigint() -> None:
+    """Ctrl-C reaches a foreground pytest with SIGINT's default action; a test run started
+    in the background by a non-interactive shell inherits SIGINT *ignored* (POSIX), and so
+    would the sessions these tests interrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def hanging_session(pytester: pytest.Pytester, store_dir) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
     """A real pytest run whose test holds a container and hangs; returned once it runs."""
     needs_root()
@@ -229,7 +236,8 @@ def hanging_session(pytester: pytest.Pytester, store_dir) -> subprocess.Popen[by
     """)
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
                              "-p", "no:cacheprovider"], cwd=pytester.path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                            preexec_fn=default_sigint)
     assert proc.stdout is not None
     for line in proc.stdout:
         if b"RUNNING" in line:
@@ -290,7 +298,8 @@ def test_docker_ctrl_c_and_sigkill_leave_nothing(pytester, docker_raw, docker_bu
         proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider",
                                  "--pydock-backend=docker"], cwd=pytester.path,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                                env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+                                preexec_fn=default_sigint)
         assert proc.stdout is not None
         for line in proc.stdout:
             if b"RUNNING" in line:
