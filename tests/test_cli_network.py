@@ -135,3 +135,17 @@ def test_gc_removes_stale_bridges_rules_and_leases(busybox_image) -> None:
     finally:
         subprocess.run(["ip", "link", "del", stale], capture_output=True)
         fw.uninstall(stale)
+
+
+def test_gc_removes_the_idle_default_bridge_and_the_next_container_remakes_it(
+        busybox_image) -> None:
+    from pydock.backends.native import network_firewall as fw
+    r = pydock_cli("run", "--rm", busybox_image, "true")  # makes pdk0 if it was not there
+    assert r.returncode == 0, r.stderr
+    assert os.path.exists("/sys/class/net/pdk0")
+    out = pydock_cli("gc").stdout.decode()
+    assert "Deleted idle default network bridge: pdk0" in out
+    assert not os.path.exists("/sys/class/net/pdk0")
+    assert "pdk0" not in fw.bridges()
+    r = pydock_cli("run", "--rm", busybox_image, "sh", "-c", "ip -o -4 addr show eth0")
+    assert r.returncode == 0 and b"10.213." in r.stdout

@@ -173,8 +173,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     store = _store(args)
     if os.geteuid() == 0:  # stale runtime state: containers and cgroups of dead monitors
         from ..backends.native.backend import NativeBackend
-        for cid in NativeBackend(store).sweep():
+        backend = NativeBackend(store)
+        for cid in backend.sweep():
             print(f"Settled container of a dead monitor: {cid[:12]}")
+        bridge = backend.network_manager().remove_idle_default()
+        if bridge is not None:
+            print(f"Deleted idle default network bridge: {bridge}")
     report = store.gc(build_cache=args.build_cache)
     for layer in report.layers:
         print(f"Deleted layer: {layer}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import struct
@@ -108,13 +107,9 @@ class NativeBackend:
     def sweep(self) -> list[str]:
         """Settle containers whose monitor died (exited, 137) and remove their cgroups, and
         whatever else dead monitors and deleted stores left; returns the settled ids."""
-        from .sweep import session_networks_gone, sweep
+        from .sweep import sweep
         self._swept = True
-        settled = sweep(self.table)
-        for net_id in session_networks_gone(str(self.store.root.resolve())):
-            with contextlib.suppress(PydockError):  # still in use: the next sweep
-                self.remove_network(net_id)
-        return settled
+        return sweep(self.table)
 
     def _sweep_once(self) -> None:
         if not self._swept and os.geteuid() == 0:

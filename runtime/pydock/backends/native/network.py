@@ -181,6 +181,17 @@ class NetworkManager:
         self._ready.discard(net.id)
         self._resolved = {k: v for k, v in self._resolved.items() if v.id != net.id}
 
+    def remove_idle_default(self) -> str | None:
+        """``pydock gc``: remove the default network's bridge (and with the last bridge, the
+        firewall table) while no container or pool holds an address on it; the next
+        networked container makes it again.  Returns the bridge removed, if any."""
+        with ipam.locked() as st:
+            net = st.default()
+            if net is None or st.live_leases(net.id):
+                return None
+            self._remove_bridge(st, net)
+            return net.bridge
+
     def networks(self) -> list[Network]:
         """The builtin networks and this store's user networks."""
         st = ipam.peek()
@@ -604,16 +615,21 @@ def _check_gateway(gateway: str, subnet: ipaddress.IPv4Network | None) -> None:
 
 
 def sweep_networks() -> list[str]:
-    """Prune leases of dead holders; remove bridges of networks whose store is gone, bridges
-    of ours that no network owns, firewall rules of bridges that are gone, and published
-    ports' rules of containers without a lease.  Cheap when there is nothing to do (no
-    pyroute2 import).  Returns what was removed."""
+    """Prune leases of dead holders; remove bridges of networks whose store is gone or
+    whose test session (label ``pydock.session``) has ended, bridges of ours that no network
+    owns, firewall rules of bridges that are gone, and published ports' rules of containers
+    without a lease.  Cheap when there is nothing to do (no pyroute2 import).  Returns what
+    was removed."""
     if not (ipam.state_dir() / "state.json").exists() and not bridge_links():
         return []
     removed: list[str] = []
     with ipam.locked() as st:
         removed += [f"lease {lease.ip} of {lease.name or 'a pool'}" for lease in st.prune()]
-        doomed = [n for n in st.networks() if n.store and not os.path.isdir(n.store)]
+        from .sweep import session_gone
+        doomed = [n for n in st.networks() if n.store and (
+            not os.path.isdir(n.store)
+            or (session_gone(dict(n.labels).get("pydock.session"))  # a killed test session's
+                and not any(lease.cid for lease in st.live_leases(n.id))))]
         known = {n.bridge for n in st.networks() if n not in doomed}
         stale = [b for b in bridge_links() if b not in known]
         stale += [n.bridge for n in doomed if os.path.exists(f"/sys/class/net/{n.bridge}")]

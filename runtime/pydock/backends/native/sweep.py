@@ -97,11 +97,3 @@ def session_gone(label: str | None) -> bool:
         return False
     pid, _, start = label.partition(":")
     return not pid.isdigit() or str(proc_start_time(int(pid))) != start
-
-
-def session_networks_gone(store_root: str) -> list[str]:
-    """Ids of this store's networks a test session made (label ``pydock.session``) whose
-    session has ended: the sweep removes them once their containers are gone."""
-    from .network_ipam import peek
-    return [net.id for net in peek().networks()
-            if net.store == store_root and session_gone(dict(net.labels).get("pydock.session"))]
