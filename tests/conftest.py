@@ -230,3 +230,20 @@ def no_leaks(store_dir: Path):  # type: ignore[no-untyped-def]
     while (left := leftovers(store_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"leaked: {left}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The test run leaves no bridge of ours: the default one goes once idle (as `pydock gc`
+    does); user networks of the tests' sessions were removed by them or by the sweep."""
+    if os.geteuid() != 0 or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    try:
+        from pydock.backends.native.network import NetworkManager, sweep_networks
+    except ImportError:  # no networking here: nothing to clean
+        return
+    sweep_networks()
+    manager = NetworkManager(session.config.rootpath, "00000000", pool_size=0)
+    try:
+        manager.remove_idle_default()
+    finally:
+        manager.close()
