@@ -213,6 +213,13 @@ class Store:
         """The OCI image config JSON of ``image`` (an Image or any reference) as a dict."""
         return self._config_doc(image.id if isinstance(image, Image) else self._resolve(image))
 
+    def config_bytes(self, image: Image) -> bytes:
+        """The image's config exactly as stored (its sha256 is the image id)."""
+        try:
+            return (self.images_dir / f"{image.id.removeprefix('sha256:')}.json").read_bytes()
+        except FileNotFoundError:
+            raise ImageNotFound(image.id) from None
+
     def _config_doc(self, image_id: str) -> dict[str, Any]:
         path = self.images_dir / f"{image_id.removeprefix('sha256:')}.json"
         try:

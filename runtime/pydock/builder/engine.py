@@ -292,12 +292,10 @@ class Builder:
                               "load or import it first (see `pydock images`)") from None
         except PydockError as exc:
             raise self._error(stage.line, "FROM", f"base image {ref!r}: {exc}") from None
-        data = json.dumps(self.store.config_document(image)).encode()
-        raw = self.store.images_dir / f"{image.id.removeprefix('sha256:')}.json"
         try:
-            data = raw.read_bytes()
-        except OSError:
-            pass
+            data = self.store.config_bytes(image)
+        except PydockError as exc:  # removed meanwhile
+            raise self._error(stage.line, "FROM", f"base image {ref!r}: {exc}") from None
         return step_key("image", image.id), data
 
     # -- one instruction -------------------------------------------------------------------

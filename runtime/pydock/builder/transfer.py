@@ -244,8 +244,7 @@ def _plan_from(builder: Builder, ins: df.Instruction, stage: df.Stage, config: I
             raise builder._error(ins.line, "COPY", f"--from={ref}: no stage or image by that "
                                  "name") from None
         src_key = step_key("image", image.id)
-        src_data = (builder.store.images_dir / f"{image.id.removeprefix('sha256:')}.json"
-                    ).read_bytes()
+        src_data = builder.store.config_bytes(image)
     for source in files:
         if has_wildcard(source):
             raise builder._error(ins.line, "COPY", f"--from with a wildcard source ({source}) "
