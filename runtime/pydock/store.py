@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from filelock import FileLock
-
 from .archive import copy_tree, extract_layer, tree_size, write_layer_tar
 from .errors import HostViewError, ImageNotFound, LayerError, StoreError, UsageError
+from .flock import FileMutex
 from .models import Image, ImageConfig, ImageRef
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -103,7 +102,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(os.path.abspath(root if root else self.default_root()))
-        self._lock = FileLock(str(self.root / "lock"))
+        self._lock = FileMutex(str(self.root / "lock"))
         self._init_dirs()
 
     @staticmethod
@@ -158,7 +157,7 @@ class Store:
     def containers_dir(self) -> Path:
         return self.root / "containers"
 
-    def lock(self) -> FileLock:
+    def lock(self) -> FileMutex:
         """The store-wide lock, as a (reentrant) context manager."""
         return self._lock
 

@@ -8,7 +8,7 @@ import stat
 from collections import deque
 from collections.abc import Sequence
 
-from ..backends.native import rootfs
+from ..backends.native import layerview
 
 _MAX_LINKS = 255
 
@@ -31,7 +31,7 @@ class ImageFS:
         """The host path and lstat of ``path`` (no symlink followed), or None if absent."""
         parts = _parts(path)
         for layer in self.lowers:
-            status, st, below = rootfs._layer_lookup(layer, parts)
+            status, st, below = layerview.layer_lookup(layer, parts)
             if status == "found" and st is not None:
                 return os.path.join(layer, *parts), st
             if status == "blocked":

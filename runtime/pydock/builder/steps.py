@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
-from ..backends.native import rootfs
+from ..backends.native import layerview, rootfs
 from ..backends.native.backend import NativeBackend, NativeContainer
 from ..errors import PydockError
 from ..models import Image, Mount
@@ -118,7 +118,7 @@ def run(backend: NativeBackend, image: Image, step: Run, *,
     for m in mounts:  # a target and its parents: absent from the image, or as the image has it
         parts = m.target.strip("/").split("/")
         for i in range(1, len(parts) + 1):
-            st = rootfs._lower_lstat(lowers, parts[:i])
+            st = layerview.lower_lstat(lowers, parts[:i])
             made["/".join(parts[:i])] = None if st is None else \
                 (st.st_mode, st.st_uid, st.st_gid)
     with container_of(backend, image, opts) as c:
@@ -162,14 +162,14 @@ def _volume_points(c: NativeContainer, lowers: Sequence[str], volumes: Sequence[
         if not parts:
             continue
         rel = "/".join(parts)
-        if rootfs._lower_lstat(lowers, parts) is not None:
+        if layerview.lower_lstat(lowers, parts) is not None:
             discard.append(rel)
             continue
         for i in range(1, len(parts) + 1):
             path = os.path.join(upper, *parts[:i])
-            if i < len(parts) and rootfs._lower_lstat(lowers, parts[:i]) is not None:
+            if i < len(parts) and layerview.lower_lstat(lowers, parts[:i]) is not None:
                 continue
-            st = rootfs._lstat(path)
+            st = layerview.lstat_or_none(path)
             if st is not None and not stat.S_ISDIR(st.st_mode):
                 os.unlink(path)
                 st = None

@@ -134,7 +134,8 @@ class NativeBackend:
                 img, layers = self._image(image.id if isinstance(image, Image) else image)
             cdir = self.table.new(lambda cid: self._checked_spec(img, opts, cid), layers,
                                   img.id, now())
-        write_etc_files(cdir, host_gateway=default_gateway())
+        wants_gateway = any(ip == "host-gateway" for _, ip in cdir.spec.extra_hosts)
+        write_etc_files(cdir, host_gateway=default_gateway() if wants_gateway else None)
         return NativeContainer(self, cdir)
 
     def run(self, image: str | Image, options: RunOptions | None = None,
@@ -275,6 +276,7 @@ class NativeContainer:
         For a tty container (spec.tty) started attached, returns the master fd of its
         terminal (made inside the container, sized ``winsize``); the caller closes it.
         """
+
         status = self.status
         if status is Status.RUNNING:
             raise InvalidState(f"container {self.name} is already running")
@@ -416,8 +418,8 @@ class NativeContainer:
             if background and client is not None and \
                     state.get("monitor_pid") == client.process.pid:
                 self.backend.table.release_name(self.dir)  # reusable at once
-                reply = client.request({"op": "remove", "id": self.id})
-                if reply.get("ok"):
+                # No answer awaited: if it exited meanwhile, the monitor deletes it anyway.
+                if client.notify({"op": "remove", "id": self.id}):
                     self._release_addresses()
                     return
             try:

@@ -32,6 +32,14 @@ def last_cap() -> int:
         return max(CAPS.values())
 
 
+@functools.lru_cache(maxsize=1)
+def default_sets() -> tuple[int, tuple[int, ...]]:
+    """Docker's default set as a mask, and the capabilities of this kernel outside it (the
+    ones a container drops from its bounding set)."""
+    keep = mask(DOCKER_DEFAULT)
+    return keep, tuple(c for c in range(last_cap() + 1) if not keep & (1 << c))
+
+
 def mask(names: tuple[str, ...] | list[str]) -> int:
     """The bit mask of the named capabilities."""
     bits = 0

@@ -56,6 +56,16 @@ class MonitorClient:
                     continue
                 return msg
 
+    def notify(self, doc: dict[str, object]) -> bool:
+        """Send a request the monitor answers with nothing (no round trip); False when
+        the monitor is gone."""
+        with self.lock:
+            try:
+                send(self.sock, doc | {"noreply": True})
+            except OSError:
+                return False
+        return True
+
     def _recv(self) -> dict[str, object]:
         msg, fds = recv(self.sock)
         if msg is not None and fds:

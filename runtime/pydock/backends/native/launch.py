@@ -22,7 +22,10 @@ from . import syscalls as sc
 from .cgroups import Cgroup
 from .child import Plan, Workload, container_main, exec_main, zygote_main
 from .hostview import plan_host_view
+from .layerview import lower_file
 from .state import ContainerDir, cgroup_prefix
+from .users import ExecUser, UserError
+from .users import resolve as resolve_user
 
 INIT_ENTRIES = ("proc", "sys", "dev", "etc", "etc/hosts", "etc/hostname", "etc/resolv.conf")
 DEFAULT_HOSTS = (
@@ -122,25 +125,63 @@ def write_etc_files(cdir: ContainerDir, host_gateway: str | None = None
     files["hostname"] = spec.hostname + "\n"
     files["resolv.conf"] = _host_resolv(spec.network == "host")
     out = []
+    rw_dir = bytes(cdir.rw_dir)
     for name, text in files.items():
-        path = cdir.rw_dir / name
-        with open(path, "w") as f:
-            f.write(text)
-        out.append((bytes(path), b"/etc/" + name.encode()))
+        path = rw_dir + b"/" + name.encode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        out.append((path, b"/etc/" + name.encode()))
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _default_caps() -> tuple[int, tuple[int, ...]]:
-    keep = caps.mask(caps.DOCKER_DEFAULT)
-    return keep, tuple(c for c in range(caps.last_cap() + 1) if not keep & (1 << c))
-
-
 def workload_for(*, argv: list[str], env: list[str], cwd: str, user: str, tty: bool,
-                 create_cwd: bool = True) -> Workload:
-    keep, drop = _default_caps()
+                 create_cwd: bool = True, resolved: ExecUser | None = None,
+                 bounding_dropped: bool = False) -> Workload:
+    """``bounding_dropped``: the process was prepared by child.prepare, which dropped the
+    capabilities outside Docker's set from the bounding set already."""
+    keep, drop = caps.default_sets()
     return Workload(argv=argv, env=env, cwd=cwd, user=user, tty=tty, cap_keep=keep,
-                    cap_drop=list(drop), create_cwd=create_cwd)
+                    cap_drop=[] if bounding_dropped else list(drop), create_cwd=create_cwd,
+                    resolved=resolved)
+
+
+def planned_user(cdir: ContainerDir, store_root: Path, host_view: object) -> ExecUser | None:
+    """The container's user resolved through its image's /etc/passwd and /etc/group now,
+    so PID 1 need not read them; None when the files PID 1 will see may differ from the
+    image's (its writable layer or a volume has /etc, pydock:host shows the host's /etc)
+    or the user is unknown (PID 1 then reports it)."""
+    spec = cdir.spec
+    if host_view is not None or any(m.target == "/" or m.target.rstrip("/") == "/etc" or
+                                    m.target.startswith("/etc/") for m in spec.mounts):
+        return None
+    if os.path.lexists(cdir.upper / "etc"):
+        return None
+    return _image_user(str(store_root / "layers"), tuple(cdir.config["layers"]), spec.user)
+
+
+@functools.lru_cache(maxsize=64)
+def _image_user(layers_dir: str, layers: tuple[str, ...], user: str) -> ExecUser | None:
+    lowers = [os.path.join(layers_dir, layer) for layer in layers]
+    texts = []
+    for name in ("passwd", "group"):
+        path = lower_file(lowers, ("etc", name))
+        if path is None:
+            return None
+        if not path:
+            texts.append("")
+            continue
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                texts.append(f.read())
+        except OSError:
+            return None
+    try:
+        return resolve_user(user, texts[0], texts[1])
+    except UserError:
+        return None
 
 
 def _mount_entries(cdir: ContainerDir) -> list[tuple[str, bytes, bytes, int, bytes | None]]:
@@ -275,6 +316,15 @@ class Zygote:
         theirs.close()
         self.pid, self.sock = pid, ours
 
+    @classmethod
+    def adopt(cls, pid: int, sock: socket.socket, *, new_net: bool, join_net: bool,
+              stage: bytes) -> Zygote:
+        """A zygote cloned by the factory (factory.py) as a child of this process."""
+        zygote = cls.__new__(cls)
+        zygote.new_net, zygote.join_net = new_net and not join_net, join_net
+        zygote.stage, zygote.pid, zygote.sock = stage, pid, sock
+        return zygote
+
     def fits(self, spec: ContainerSpec, stage: bytes, join_net: bool = False) -> bool:
         new_net = spec.network != "host" and not join_net
         return (self.new_net == new_net and self.join_net == join_net and self.stage == stage
@@ -350,6 +400,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
         cgfd = cgroup.open_unified()
         if cgfd is not None:
             opened.append(cgfd)
+        host_view = plan_host_view(store_root, config["layers"])
         plan = Plan(
             layers_dir=bytes(store_root / "layers"),
             overlay_options=options.encode(),
@@ -364,9 +415,11 @@ def start_container(cdir: ContainerDir, store_root: Path,
             cgroup_fds=cgroup_fds,
             errfd=wfd,
             stage=stage,
-            host_view=plan_host_view(store_root, config["layers"]),
+            host_view=host_view,
             workload=workload_for(argv=list(spec.argv), env=list(spec.env),
-                                  cwd=spec.working_dir, user=spec.user, tty=spec.tty),
+                                  cwd=spec.working_dir, user=spec.user, tty=spec.tty,
+                                  resolved=planned_user(cdir, store_root, host_view),
+                                  bounding_dropped=True),
         )
         if console is not None:
             console.attach(plan.workload)

@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 from ...errors import PydockError
+from ...models import ContainerSpec
 from . import syscalls as sc
 from .cgroups import Cgroup
+from .factory import FactoryGone, ZygoteFactory
 from .launch import (
     Console,
     Zygote,
@@ -39,6 +41,10 @@ from .launch import (
     workload_for,
 )
 from .state import ContainerDir, ContainerTable, containers_root
+
+ZYGOTES = 2  # pre-cloned PID 1s kept waiting: one may still be preparing when one is taken
+IDLE = 0.002  # seconds without a request after which the loop deletes removed containers
+ZYGOTE_WAIT = 1.0  # seconds a start waits for the zygote on its way before cloning itself
 
 
 def now() -> str:
@@ -73,11 +79,12 @@ class Monitor:
         self.containers: dict[int, tuple[ContainerDir, Cgroup]] = {}
         self.execs: dict[int, str] = {}
         self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
-        self.zygote: Zygote | None = None    # a pre-cloned PID 1 (session mode only)
+        self.zygotes: list[Zygote] = []  # pre-cloned PID 1s (session mode only)
+        self.factory: ZygoteFactory | None = None  # clones the zygotes (session mode only)
         self.zygote_joins = True  # zygotes for bridge networks (as the last start was)
         self.start_time = proc_start_time(os.getpid())
-        self.just_exited = False
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
+        self.trash: list[ContainerDir] = []  # reaped doomed containers, deleted when idle
         self.draining: list[Cgroup] = []  # cgroups of exited containers, not empty yet
         self.stdin_holds: dict[int, int] = {}  # pid -> write end keeping a -d -i stdin open
         self.port_holds: dict[int, list[int]] = {}  # pid -> sockets reserving its host ports
@@ -118,7 +125,8 @@ class Monitor:
                     reply_fds.append(master)
         elif console is not None:
             console.close()
-        self.send(reply, reply_fds)
+        if not msg.get("noreply"):
+            self.send(reply, reply_fds)
         for fd in reply_fds:
             os.close(fd)
 
@@ -140,12 +148,7 @@ class Monitor:
         netns_fd = fds[-1] if netns and fds else None  # closed by handle(), like the others
         stdio = (fds[0], fds[1], fds[2]) if len(fds) - (netns_fd is not None) == 3 else None
         self.zygote_joins = netns_fd is not None
-        zygote = stale = None
-        if self.zygote is not None:
-            if self.zygote.fits(cdir.spec, stage_dir(self.store_root), netns_fd is not None):
-                zygote, self.zygote = self.zygote, None
-            elif not needs_cgroup(cdir.spec):  # made for another network kind: replace it
-                stale, self.zygote = self.zygote, None
+        zygote = self.take_zygote(cdir.spec, netns_fd is not None)
         stdin_fd = hold = None
         if stdio is None and cdir.spec.stdin_open:
             # -d -i: stdin stays open (and empty) while the container runs, as with docker
@@ -162,8 +165,6 @@ class Monitor:
         finally:
             if hold is not None:
                 os.close(hold)
-            if stale is not None:
-                stale.discard()
         self.containers[pid] = (cdir, cgroup)
         if port_fds:  # held while it runs: no other process can take those host ports
             self.port_holds[pid] = [os.dup(fd) for fd in port_fds]
@@ -173,6 +174,37 @@ class Monitor:
                          started_at=now(), finished_at=None, exit_code=None,
                          oom_killed=False, error="", cgroup=cgroup.to_json())
         return {"ok": True, "pid": pid}
+
+    def take_zygote(self, spec: ContainerSpec, join_net: bool) -> Zygote | None:
+        """A waiting zygote that fits this container (with none waiting, one on its way
+        from the factory is waited for).  Zygotes made for the other network kind are
+        replaced by the kind this container needed."""
+        if spec.network == "host" or needs_cgroup(spec):
+            return None
+        if (not self.zygotes and self.factory is not None and self.factory.pending
+                and self.factory.pending[1] == join_net):
+            self.receive_zygote(timeout=ZYGOTE_WAIT)
+        stage = stage_dir(self.store_root)
+        for i, zygote in enumerate(self.zygotes):
+            if zygote.fits(spec, stage, join_net):
+                return self.zygotes.pop(i)
+        for zygote in self.zygotes:
+            zygote.discard()
+        self.zygotes = []
+        return None
+
+    def receive_zygote(self, timeout: float | None = None) -> None:
+        assert self.factory is not None
+        try:
+            zygote = self.factory.receive(timeout)
+        except FactoryGone:
+            print("pydock-monitor: the zygote factory exited; cloning containers directly",
+                  file=sys.stderr)
+            self.factory.close()
+            self.factory = None
+            return
+        if zygote is not None:
+            self.zygotes.append(zygote)
 
     def remove(self, cid: str) -> dict[str, object]:
         """Kill a container this monitor runs and delete it once it is reaped."""
@@ -184,6 +216,13 @@ class Monitor:
                 except ProcessLookupError:
                     pass
                 return {"ok": True}
+        try:  # it exited meanwhile (its exit event may be on its way to the client)
+            cdir = self.table.lookup(cid)
+            if cdir.read_state().get("status") != "running":
+                self.table.delete(cdir)
+                return {"ok": True}
+        except PydockError:
+            return {"ok": True}  # already gone
         return {"ok": False, "error": "not running under this monitor"}
 
     def exec(self, msg: dict[str, object], fds: list[int],
@@ -249,34 +288,42 @@ class Monitor:
 
     def finish(self, cdir: ContainerDir, cgroup: Cgroup, pid: int, code: int) -> None:
         oom = cgroup.oom_killed()
-        try:
-            # The cgroup stays in state.json until removed below, for the sweep.
-            cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
-                             finished_at=now(), pid=0, ports=None)
-            doomed = cdir.id in self.doomed
-            if cdir.spec.auto_remove and not doomed:
-                self.table.record_exit(cdir, cdir.read_state())
-            if cdir.spec.auto_remove or doomed:
-                self.doomed.discard(cdir.id)
-                self.table.delete(cdir)
-        except PydockError:
-            doomed = False  # removed meanwhile
-        if not doomed:  # nobody waits for a container removed in the background
-            self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
-                       "oom_killed": oom})
-        self.just_exited = True
+        if cdir.id in self.doomed:
+            # Removed in the background: nobody reads its exit.  Deleted when the loop is
+            # idle, not in the way of the next request (the session's next container).
+            self.doomed.discard(cdir.id)
+            self.trash.append(cdir)
+        else:
+            self.finish_kept(cdir, pid, code, oom)
         # PID 1 is gone, so the kernel kills the rest of its PID namespace; the cgroup
         # empties as they die.  Removed from the loop, never waiting for it here.
         if not cgroup.try_remove():
             self.draining.append(cgroup)
 
+    def finish_kept(self, cdir: ContainerDir, pid: int, code: int, oom: bool) -> None:
+        """Record the exit of a container nobody removed, tell the client; --rm deletes."""
+        try:
+            # The cgroup stays in state.json until removed below, for the sweep.
+            cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
+                             finished_at=now(), pid=0, ports=None)
+            if cdir.spec.auto_remove:
+                self.table.record_exit(cdir, cdir.read_state())
+                self.table.delete(cdir)
+        except PydockError:
+            pass  # removed meanwhile
+        self.send({"event": "exited", "id": cdir.id, "pid": pid, "exit_code": code,
+                   "oom_killed": oom})
+
     def client_gone(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        if self.zygote is not None:
-            self.zygote.discard()
-            self.zygote = None
+        for zygote in self.zygotes:
+            zygote.discard()
+        self.zygotes = []
+        if self.factory is not None:
+            self.factory.close()
+            self.factory = None
         if not self.detach:
             for pid in [*self.containers, *self.execs]:
                 try:
@@ -290,25 +337,28 @@ class Monitor:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.reap()
-        while self.sock is not None or self.containers or self.execs:
+        if not self.detach:
+            self.factory = ZygoteFactory(stage_dir(self.store_root))
+        while self.sock is not None or self.containers or self.execs or self.trash:
             readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
                                                    else [])
-            refill = not self.detach and self.sock is not None and self.zygote is None
-            # Right after a container exited, its client is busy (removing it, making the
-            # next one): the best moment to clone the next PID 1.  Otherwise wait for 2 ms
-            # of quiet, so as not to delay the exit of a container that was just started.
-            idle = 0.0 if self.just_exited else 0.002
-            timeout = idle if refill else (0.005 if self.draining else 5.0)
+            factory = self.factory
+            if factory is not None and len(self.zygotes) < ZYGOTES and self.sock is not None:
+                # The next container's PID 1 is cloned (by the factory, in parallel) as
+                # soon as the last one was taken.
+                factory.request(new_net=True, join_net=self.zygote_joins)
+            if factory is not None and factory.pending:
+                readers.append(factory.sock)
+            timeout = IDLE if self.trash else 0.005 if self.draining else 5.0
             try:
                 ready, _, _ = select.select(readers, [], [], timeout)
             except InterruptedError:
                 ready = []
+            if not ready and self.trash:
+                self.table.delete(self.trash.pop())
             self.draining = [cg for cg in self.draining if not cg.try_remove()]
-            self.just_exited = False
-            if refill and not ready:
-                self.zygote = Zygote(new_net=True, stage=stage_dir(self.store_root),
-                                     join_net=self.zygote_joins)
-                continue
+            if factory is not None and factory.sock in ready:
+                self.receive_zygote()
             if wake_r in ready:
                 try:
                     while os.read(wake_r, 4096):

@@ -39,6 +39,13 @@ from ...spec import DEFAULT_PATH
 from . import syscalls as sc
 from .hostview import is_host_reference, mount_host_view, plan_host_view
 from .launch import ensure_init_layer
+from .layerview import (
+    is_opaque,
+    is_whiteout,
+    lower_lstat,
+    lower_names,
+    lstat_or_none,
+)
 from .monitor import proc_start_time
 
 if TYPE_CHECKING:
@@ -51,8 +58,6 @@ __all__ = ["PathInfo", "commit", "copy_in", "copy_out", "diff", "export", "get_f
 INIT_PATHS = ("proc", "sys", "dev", "etc/hosts", "etc/hostname", "etc/resolv.conf")
 # Export keeps these directories but not what is below them (like docker export).
 EXPORT_SKIP = ("proc/", "sys/", "dev/")
-OPAQUE_XATTR = "trusted.overlay.opaque"
-REDIRECT_XATTR = "trusted.overlay.redirect"
 _CHUNK = 1 << 16
 _NOTFOUND = "notfound"
 
@@ -66,91 +71,6 @@ def is_init_path(rel: str) -> bool:
 
 
 # -- diff --------------------------------------------------------------------------------------
-
-
-def _lstat(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
-def _layer_lookup(layer: str, parts: Sequence[str]
-                  ) -> tuple[str, os.stat_result | None, Sequence[str]]:
-    """("found", stat) | ("absent", None): look further down | ("blocked", None): a whiteout,
-    a file on the way or an opaque directory hides the path in the layers below.  The third
-    item is where the layers below hold the path (a redirect xattr renames it: pydock:host
-    shows the interpreter's prefix through one, see sources/host.py)."""
-    path = layer
-    opaque = False
-    below = parts
-    for i, part in enumerate(parts):
-        path = os.path.join(path, part)
-        st = _lstat(path)
-        if st is None:
-            return ("blocked" if opaque else "absent"), None, below
-        if _is_whiteout(st):
-            return "blocked", None, below
-        if stat.S_ISDIR(st.st_mode) and (target := _redirect(path)):
-            head = target.strip("/").split("/") if target.startswith("/") else \
-                [*parts[:i], target]
-            below, opaque = [*head, *parts[i + 1:]], False
-        if i == len(parts) - 1:
-            return "found", st, below
-        if not stat.S_ISDIR(st.st_mode):
-            return "blocked", None, below
-        opaque = opaque or _is_opaque(path)
-    return "found", os.lstat(layer), below
-
-
-def _redirect(path: str) -> str:
-    try:
-        return os.getxattr(path, REDIRECT_XATTR, follow_symlinks=False).decode()
-    except OSError:
-        return ""
-
-
-def _lower_lstat(lowers: Sequence[str], parts: Sequence[str]) -> os.stat_result | None:
-    """The entry ``parts`` in the merged view of ``lowers`` (top first); None if absent."""
-    for layer in lowers:
-        status, st, parts = _layer_lookup(layer, parts)
-        if status != "absent":
-            return st
-    return None
-
-
-def _lower_names(lowers: Sequence[str], parts: Sequence[str]) -> set[str]:
-    """The names in directory ``parts`` of the merged view of ``lowers``."""
-    names: set[str] = set()
-    seen: set[str] = set()
-    for layer in lowers:
-        status, st, below = _layer_lookup(layer, parts)
-        if status == "absent":
-            parts = below
-            continue
-        if st is None or not stat.S_ISDIR(st.st_mode):
-            break
-        path = os.path.join(layer, *parts)
-        parts = below
-        for name in os.listdir(path):
-            if name not in seen:
-                seen.add(name)
-                if not _is_whiteout(os.lstat(os.path.join(path, name))):
-                    names.add(name)
-        if _is_opaque(path):
-            break
-    return names
 
 
 def _lowers(c: NativeContainer) -> list[str]:
@@ -182,18 +102,18 @@ def diff(c: NativeContainer) -> list[tuple[Kind, str]]:
                 continue
             full = os.path.join(path, name)
             st = os.lstat(full)
-            if _is_whiteout(st):
-                if not hidden_below and _lower_lstat(lowers, sub) is not None:
+            if is_whiteout(st):
+                if not hidden_below and lower_lstat(lowers, sub) is not None:
                     out.append(("D", "/" + rel))
                 continue
-            in_lower = not hidden_below and _lower_lstat(lowers, sub) is not None
+            in_lower = not hidden_below and lower_lstat(lowers, sub) is not None
             out.append(("C" if in_lower else "A", "/" + rel))
             if stat.S_ISDIR(st.st_mode):
-                opaque = _is_opaque(full)
+                opaque = is_opaque(full)
                 if opaque and in_lower:
                     # The directory was deleted and made again: what it held is gone.
                     present = set(os.listdir(full))
-                    for gone in sorted(_lower_names(lowers, sub) - present):
+                    for gone in sorted(lower_names(lowers, sub) - present):
                         if not is_init_path(f"{rel}/{gone}"):
                             out.append(("D", f"/{rel}/{gone}"))
                 walk(sub, hidden_below or opaque or not in_lower)
@@ -420,7 +340,7 @@ def stat_path(c: NativeContainer, path: str) -> PathInfo | None:
 
     def work(fd: int) -> None:
         doc: dict[str, object] | None = None
-        st = _lstat(path)
+        st = lstat_or_none(path)
         if st is not None:
             kind = ("directory" if stat.S_ISDIR(st.st_mode) else "file" if
                     stat.S_ISREG(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode)
@@ -469,7 +389,7 @@ def copy_out(c: NativeContainer, path: str, fileobj: IO[bytes], *,
 
     def work(fd: int) -> None:
         src = os.path.realpath(path) if follow_link else path
-        st = _lstat(src)
+        st = lstat_or_none(src)
         if st is None:
             raise _Fail(_NOTFOUND, path)
         if path.endswith("/") and not os.path.isdir(src):
@@ -642,7 +562,7 @@ def safe_extract(tar: tarfile.TarFile, dest: str, *, owner: tuple[int, int] | No
             if not member.isdir():
                 raise error(f"refusing to extract {member.name!r} over {dest}")
             continue
-        st = _lstat(target)
+        st = lstat_or_none(target)
         if st is not None and not (stat.S_ISDIR(st.st_mode) and member.isdir()):
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(target)

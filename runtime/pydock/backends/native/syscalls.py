@@ -14,6 +14,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
+CLONE_PARENT = 0x00008000
 CLONE_NEWNET = 0x40000000
 
 MS_RDONLY = 0x1
@@ -79,7 +80,8 @@ def clone3(flags: int, *, cgroup_fd: int | None = None) -> int:
     Starting a process in its cgroup avoids a migration (a write to cgroup.procs), which
     waits for an RCU grace period: ~2 ms here.  Same caveats as clone().
     """
-    args = _CloneArgs(flags=flags, exit_signal=17)
+    # With CLONE_PARENT the child signals our parent as we do, and clone3 wants 0 here.
+    args = _CloneArgs(flags=flags, exit_signal=0 if flags & CLONE_PARENT else 17)
     if cgroup_fd is not None:
         args.flags |= CLONE_INTO_CGROUP
         args.cgroup = cgroup_fd
