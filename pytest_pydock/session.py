@@ -20,9 +20,6 @@ from typing import IO, TYPE_CHECKING, TypeAlias
 
 from pydock import (
     BuildError,
-    BuildOptions,
-    BuildReporter,
-    BuildResult,
     ExecResult,
     Image,
     ImageConfig,
@@ -30,7 +27,6 @@ from pydock import (
     NativeBackend,
     NativeContainer,
     RunOptions,
-    build,
 )
 from pydock.ready import (
     ExecProbe,
@@ -44,7 +40,7 @@ from pydock.ready import (
 )
 
 if TYPE_CHECKING:
-    from pydock import DockerBackend, DockerContainer
+    from pydock import BuildReporter, BuildResult, DockerBackend, DockerContainer
 
 AnyBackend: TypeAlias = "NativeBackend | DockerBackend"
 AnyContainer: TypeAlias = "NativeContainer | DockerContainer"
@@ -284,11 +280,12 @@ class PydockSession:
         if not isinstance(self.backend, NativeBackend):
             return self.backend.build(context, dockerfile=dockerfile, target=target,
                                       build_args=args, tag=tag, no_cache=no_cache)
+        from pydock import BuildOptions, build  # the builder: loaded for the first build only
         from pydock.sources import resolve_base
         path = os.path.join(context, dockerfile) if dockerfile else None  # (abs stays abs)
         opts = BuildOptions(context=context, dockerfile=path, target=target, build_args=args,
                             tags=(tag,) if tag else (), no_cache=no_cache)
-        reporter = _ProgressReporter(context, self.on_build_progress)
+        reporter = _progress_reporter(context, self.on_build_progress)
         result = build(self.backend.store, opts, backend=self.backend, reporter=reporter,
                        resolve_base=resolve_base)
         self.builds.append(result)
@@ -471,18 +468,20 @@ class PydockSession:
         self.backend.close()
 
 
-class _ProgressReporter(BuildReporter):
+def _progress_reporter(context: str, sink: Callable[[str], None] | None) -> BuildReporter:
     """Build progress as one line per step (``building CONTEXT: step 3/10 RUN make``)."""
+    from pydock import BuildReporter
 
-    def __init__(self, context: str, sink: Callable[[str], None] | None) -> None:
-        rel = os.path.relpath(context)
-        self.context = context if rel.startswith("..") else rel
-        self.sink = sink
+    rel = os.path.relpath(context)
+    shown = context if rel.startswith("..") else rel
 
-    def step(self, number: int, total: int, text: str) -> None:
-        if self.sink is not None:
-            first = text.strip().splitlines()[0] if text.strip() else ""
-            self.sink(f"pydock: building {self.context}: step {number}/{total} {first[:60]}")
+    class ProgressReporter(BuildReporter):
+        def step(self, number: int, total: int, text: str) -> None:
+            if sink is not None:
+                first = text.strip().splitlines()[0] if text.strip() else ""
+                sink(f"pydock: building {shown}: step {number}/{total} {first[:60]}")
+
+    return ProgressReporter()
 
 
 def _session_label() -> str:
