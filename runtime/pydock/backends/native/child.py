@@ -456,6 +456,7 @@ def run_init(plan: Plan) -> None:
         except BaseException as exc:  # noqa: BLE001 - reported, never a silent 125
             report(plan.errfd, "exec", StepError(f'exec: "{w.argv[0]}": {exc}', 126))
             os._exit(126)
+    _forward_signals(pid)
     _close(plan.errfd)
     sc.set_process_name(b"pydock-init")
     _scrub_cmdline(b"pydock-init")
@@ -480,7 +481,9 @@ def _scrub_cmdline(title: bytes) -> None:
     ctypes.memmove(start, title + b"\0" * (size - len(title)), size)
 
 
-def _init_loop(pid: int) -> None:
+def _forward_signals(pid: int) -> None:
+    """Pass every catchable signal on to ``pid``.  Installed before the start is reported:
+    a PID 1 without a handler never sees the signals of a ``stop`` that follows at once."""
     def forward(signum: int, _frame: object) -> None:
         try:
             os.kill(pid, signum)
@@ -492,6 +495,10 @@ def _init_loop(pid: int) -> None:
             signal.signal(s, forward)
         except (OSError, ValueError):
             pass
+
+
+def _init_loop(pid: int) -> None:
+    """Reap every child; exit with the status of ``pid``."""
     status = 0
     while True:
         try:
@@ -685,6 +692,7 @@ def exec_main(pid1: int, ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[
         if pid == 0:
             sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
             exec_workload(workload, errfd)
+        _forward_signals(pid)
         _close(errfd)
         _init_loop(pid)
     finally:

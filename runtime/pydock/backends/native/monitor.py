@@ -28,7 +28,7 @@ from ...errors import PydockError
 from ...models import ContainerSpec
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .factory import FactoryGone, ZygoteFactory
+from .factory import Factory, FactoryGone
 from .launch import (
     Console,
     Zygote,
@@ -80,7 +80,7 @@ class Monitor:
         self.execs: dict[int, str] = {}
         self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
         self.zygotes: list[Zygote] = []  # pre-cloned PID 1s (session mode only)
-        self.factory: ZygoteFactory | None = None  # clones the zygotes (session mode only)
+        self.factory: Factory | None = None  # clones zygotes and execs (session mode only)
         self.zygote_joins = True  # zygotes for bridge networks (as the last start was)
         self.start_time = proc_start_time(os.getpid())
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
@@ -181,6 +181,7 @@ class Monitor:
         replaced by the kind this container needed."""
         if spec.network == "host" or needs_cgroup(spec):
             return None
+        self.collect_zygotes()
         if (not self.zygotes and self.factory is not None and self.factory.pending
                 and self.factory.pending[1] == join_net):
             self.receive_zygote(timeout=ZYGOTE_WAIT)
@@ -198,13 +199,22 @@ class Monitor:
         try:
             zygote = self.factory.receive(timeout)
         except FactoryGone:
-            print("pydock-monitor: the zygote factory exited; cloning containers directly",
-                  file=sys.stderr)
-            self.factory.close()
-            self.factory = None
+            self.factory_gone()
             return
         if zygote is not None:
             self.zygotes.append(zygote)
+
+    def collect_zygotes(self) -> None:
+        """Take the zygotes the factory delivered while the monitor awaited an exec."""
+        while self.factory is not None and self.factory.arrived:
+            self.zygotes.append(self.factory.arrived.popleft())
+
+    def factory_gone(self) -> None:
+        print("pydock-monitor: the factory exited; cloning containers and execs directly",
+              file=sys.stderr)
+        assert self.factory is not None
+        self.factory.close()
+        self.factory = None
 
     def remove(self, cid: str) -> dict[str, object]:
         """Kill a container this monitor runs and delete it once it is reaped."""
@@ -241,8 +251,13 @@ class Monitor:
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             fds.append(null)
             stdio = (null, null, null)
-        pid = start_exec(int(state["pid"]), Cgroup.from_json(state.get("cgroup")), workload,
-                         stdio, console)
+        args = (int(state["pid"]), Cgroup.from_json(state.get("cgroup")), workload, stdio,
+                console)
+        try:
+            pid = start_exec(*args, clone=self.factory.exec if self.factory else None)
+        except FactoryGone:
+            self.factory_gone()
+            pid = start_exec(*args)
         self.execs[pid] = cdir.id
         return {"ok": True, "pid": pid}
 
@@ -338,15 +353,20 @@ class Monitor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.reap()
         if not self.detach:
-            self.factory = ZygoteFactory(stage_dir(self.store_root))
+            self.factory = Factory(stage_dir(self.store_root))
         while self.sock is not None or self.containers or self.execs or self.trash:
             readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
                                                    else [])
-            factory = self.factory
-            if factory is not None and len(self.zygotes) < ZYGOTES and self.sock is not None:
+            self.collect_zygotes()
+            if self.factory is not None and len(self.zygotes) < ZYGOTES and \
+                    self.sock is not None:
                 # The next container's PID 1 is cloned (by the factory, in parallel) as
                 # soon as the last one was taken.
-                factory.request(new_net=True, join_net=self.zygote_joins)
+                try:
+                    self.factory.request(new_net=True, join_net=self.zygote_joins)
+                except FactoryGone:
+                    self.factory_gone()
+            factory = self.factory
             if factory is not None and factory.pending:
                 readers.append(factory.sock)
             timeout = IDLE if self.trash else 0.005 if self.draining else 5.0
