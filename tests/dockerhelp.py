@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 from conftest import require_service
 
+try:  # now, before pytester's sys.modules snapshots: a module first imported during a
+    import docker  # noqa: F401  pytester test is dropped after it, and a later import
+except ImportError:  # makes requests' classes clash ("You can only merge into CookieJar")
+    pass
+
 
 def docker_api() -> Any:
     """A raw ``docker.APIClient`` (for checks behind the backend's back), or None."""

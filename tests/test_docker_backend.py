@@ -322,10 +322,12 @@ def test_build_on_the_daemon_with_args_target_and_dockerignore(
         assert tag in image.tags
         _, out, _ = run(docker, tag, "sh", "-c", "cat /greeting; ls /ctx")
         assert out.split() == ["hello", "Dockerfile.test", "kept.txt"]
-        with pytest.raises(BuildError, match="RUN echo failing; exit 3") as info:
+        with pytest.raises(BuildError, match="echo failing; exit 3") as info:
             docker.build(tmp_path, dockerfile="Dockerfile.test", build_args=args)
         assert info.value.step_exit_code == 3
-        assert "failing" in info.value.output
+        assert (info.value.line, info.value.instruction) == (7, "RUN")  # as the native one
+        assert str(info.value).startswith(f"{tmp_path / 'Dockerfile.test'}:7: RUN: ")
+        assert info.value.output.splitlines() == ["failing"]  # that step's output only
     finally:
         docker.remove_image(tag)
 

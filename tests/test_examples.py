@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,32 @@ def test_web_app_and_service_examples_pass_with_two_workers(tmp_path) -> None:
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "17 passed" in r.stdout
+
+
+def test_web_app_and_service_examples_pass_with_docker(tmp_path) -> None:
+    """The same two suites against a Docker daemon on 2 xdist workers: ``FROM pydock:host``
+    builds on the daemon from the slim copy of this host's Python that the docker backend
+    makes there (kept in the daemon: later runs reuse it while the host is unchanged)."""
+    from conftest import require_service
+    from dockerhelp import docker_api, session_leftovers
+
+    api = docker_api()
+    require_service(api is not None, "a Docker daemon (docker version)")
+    try:
+        r = subprocess.run([sys.executable, "-m", "pytest", str(EXAMPLES / "webapp"),
+                            str(EXAMPLES / "service_db"), "-q", "-n", "2", "-p",
+                            "no:cacheprovider", "--pydock-backend=docker"],
+                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "17 passed" in r.stdout
+        assert session_leftovers(api) == []
+        labels = api.inspect_image("pydock:host")["Config"]["Labels"]
+        assert labels["org.pydock.python.version"] == platform.python_version()
+    finally:
+        if api is not None:
+            for name in ("example/notes", "example/kv", "example/shop"):
+                for image in api.images(name=name):
+                    api.remove_image(image["Id"], force=True)
 
 
 def test_cli_image_example_passes_with_docker(tmp_path) -> None:

@@ -151,7 +151,32 @@ def test_seed_once_fork_per_test(run) -> None:
     result.assert_outcomes(passed=3)
 
 
-def test_keep_always_lists_containers_with_a_shell_command(run, store_dir) -> None:
+@pytest.fixture
+def engine(pd_backend, store_dir, request):  # type: ignore[no-untyped-def]
+    """The chosen backend, for checks behind the sessions' back (containers they kept)."""
+    if pd_backend == "native":
+        from pydock import NativeBackend
+        with NativeBackend(store_dir) as b:
+            yield b
+    else:
+        from pydock import DockerBackend
+        with DockerBackend(request.getfixturevalue("docker_raw"), session_label=None) as b:
+            yield b
+
+
+def kept_names(result: pytest.RunResult) -> dict[str, str]:
+    """Test id -> name of the containers the summary lists as kept."""
+    found = {}
+    for line in result.stdout.lines:
+        if line.startswith("kept "):
+            name, test = line.split()[1], line.split("(", 1)[1].split(")", 1)[0]
+            found[test] = name
+    return found
+
+
+@BOTH
+def test_keep_always_lists_containers_with_a_shell_command(run, store_dir, pd_backend,
+                                                           engine) -> None:
     result = run("--pydock-keep=always", test_keep="""
         import pytest
 
@@ -160,18 +185,85 @@ def test_keep_always_lists_containers_with_a_shell_command(run, store_dir) -> No
             pass
     """)
     result.assert_outcomes(passed=1)
+    if pd_backend == "docker":  # README, "what differs": the shell line is docker's
+        result.stdout.fnmatch_lines(["kept * (test_keep.py::test_one): docker exec -it * sh"])
+        kept = engine.container(kept_names(result)["test_keep.py::test_one"])
+        try:  # it outlived the session, running, and no sweep will take it
+            assert kept.status.value == "running"
+            assert "pydock.session" not in kept.inspect()["Config"]["Labels"]
+        finally:
+            kept.remove(force=True)
+        return
     result.stdout.fnmatch_lines(["kept * (test_keep.py::test_one): pydock --store * exec -it * sh"])
-    kept = list((store_dir / "containers").glob("*/config.json"))
-    assert len(kept) == 1
+    kept_dirs = list((store_dir / "containers").glob("*/config.json"))
+    assert len(kept_dirs) == 1
     # it outlived the session, running; remove it as the user would
     out = subprocess.run([sys.executable, "-m", "pydock", "--store", str(store_dir), "ps"],
                          capture_output=True, text=True).stdout
     assert "Up" in out
-    cid = kept[0].parent.name
+    cid = kept_dirs[0].parent.name
     assert subprocess.run([sys.executable, "-m", "pydock", "--store", str(store_dir), "rm",
                            "-f", cid]).returncode == 0
 
 
+@BOTH
+def test_keep_failed_keeps_only_the_failed_tests_containers(run, engine) -> None:
+    result = run("--pydock-keep=failed", test_keepf="""
+        import pytest
+
+        pytestmark = pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+
+        def test_passes(container):
+            container.exec("echo passed > /mark")
+
+        def test_fails(container):
+            container.exec("echo failed > /mark")
+            assert False
+    """)
+    result.assert_outcomes(passed=1, failed=1)
+    kept = kept_names(result)
+    assert list(kept) == ["test_keepf.py::test_fails"]
+    c = engine.container(kept["test_keepf.py::test_fails"])
+    try:
+        assert c.status.value == "running"
+        assert c.exec(["cat", "/mark"]).stdout == b"failed\n"
+        others = [x for x in engine.containers(all=True) if x.id != c.id and
+                  dict(x.spec.labels).get("pydock.test") == "test_keepf.py::test_passes"]
+        assert others == []  # the passing test's container was removed
+    finally:
+        c.remove(force=True)
+
+
+@BOTH
+def test_published_ports_address_and_url(run) -> None:
+    result = run(test_ports="""
+        from urllib.request import urlopen
+
+        SERVE = "mkdir /www; echo hi > /www/index.html; httpd -f -p 8080 -h /www"
+
+        def test_published(pydock):
+            with pydock.run("busybox", SERVE, ports=[8080],
+                            ready=pydock.http(8080, "/index.html")) as c:
+                host, port = c.address(8080)
+                assert host == "127.0.0.1" and c.ports()["8080/tcp"] == [(host, port)]
+                assert urlopen(c.url(8080, "/index.html"), timeout=5).read() == b"hi\\n"
+
+        def test_bridge_address(pydock):
+            with pydock.run("busybox", SERVE, ready=pydock.http(8080, "/index.html")) as c:
+                host, port = c.address(8080)
+                assert port == 8080 and host != "127.0.0.1" and c.ports() == {}
+                assert urlopen(c.url(8080, "/index.html"), timeout=5).read() == b"hi\\n"
+
+        def test_no_address_without_a_network(pydock):
+            import pytest
+            with pydock.run("busybox", ["sleep", "300"], network="none") as c:
+                with pytest.raises(RuntimeError, match="no address the host can reach"):
+                    c.address(8080)
+    """)
+    result.assert_outcomes(passed=3)
+
+
+@BOTH
 def test_hooks_for_other_plugins(run) -> None:
     result = run(conftest="""
         events = []

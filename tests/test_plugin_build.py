@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import needs_root
+from dockerhelp import docker_busybox, docker_raw, session_leftovers
 from registry_server import registry_fixture  # noqa: F401  (the `registry` fixture)
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
+__all__ = ["docker_busybox", "docker_raw"]  # fixtures used here
+
+# Backend-independent behaviour runs against both engines (docker: a real daemon).
+BOTH = pytest.mark.parametrize("pd_backend", ["native", "docker"])
 
 CONFTEST = """
 import json, os, pytest
 
 @pytest.fixture(scope="session")
 def app_image(pydock):
-    return pydock.build({ctx!r})
+    return pydock.build({ctx!r}, tag={tag!r})
 
 @pytest.fixture
 def record(app_image, pydock):
@@ -40,119 +46,179 @@ def test_uses_image(pydock, app_image, record, n):
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path: Path, store_dir: Path,
-            busybox_image: str) -> tuple[Path, Path]:
-    needs_root()
+def pd_backend() -> str:
+    """The engine of the pytester runs (tests marked BOTH run with each)."""
+    return "native"
+
+
+@pytest.fixture
+def engine(pd_backend: str, store_dir: Path, request: pytest.FixtureRequest
+           ) -> tuple[str, list[str]]:
+    """(the busybox image's name, the pytest options) of the chosen backend."""
+    if pd_backend == "native":
+        needs_root()
+        return request.getfixturevalue("busybox_image"), [f"--pydock-store={store_dir}"]
+    return request.getfixturevalue("docker_busybox"), ["--pydock-backend=docker"]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path, engine, pd_backend: str,
+            request: pytest.FixtureRequest) -> Iterator[tuple[Path, Path]]:
+    """A build context FROM the backend's busybox; docker: its image is tagged for this test
+    and removed after (a native store is thrown away with the test)."""
+    image, _ = engine
+    tag = None if pd_backend == "native" else f"pydock-test/plugin-build:{tmp_path.name[-12:]}"
     ctx = tmp_path / "app"
     ctx.mkdir()
     (ctx / "data.txt").write_text("data\n")
     (ctx / "Dockerfile").write_text(
-        "FROM busybox\nCOPY data.txt /\nRUN sleep 0.3; echo 'built by RUN' > /built\n"
+        f"FROM {image}\nCOPY data.txt /\n"
+        "RUN sleep 0.3; echo 'built by RUN' > /built; head -c 16 /dev/urandom > /nonce\n"
         'CMD ["cat", "/built"]\n')
     out = tmp_path / "out"
     out.mkdir()
-    pytester.makeconftest(CONFTEST.format(ctx=str(ctx), out=str(out)))
-    return ctx, out
+    pytester.makeconftest(CONFTEST.format(ctx=str(ctx), out=str(out), tag=tag))
+    yield ctx, out
+    if tag is not None:
+        api = request.getfixturevalue("docker_raw")
+        for found in api.images(name=tag):
+            api.remove_image(found["Id"], force=True)
 
 
-def run(pytester: pytest.Pytester, store_dir: Path, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess(f"--pydock-store={store_dir}", "-p", "no:cacheprovider",
-                                         *args, timeout=180)
+def run(pytester: pytest.Pytester, engine: tuple[str, list[str]], *args: str,
+        ) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*engine[1], "-p", "no:cacheprovider", *args,
+                                         timeout=180)
 
 
-def test_xdist_workers_build_each_step_once(pytester: pytest.Pytester, project, store_dir
-                                            ) -> None:
+@BOTH
+def test_xdist_workers_build_each_step_once(pytester: pytest.Pytester, project, engine,
+                                            pd_backend: str) -> None:
     ctx, out = project
     pytester.makepyfile(test_a=TESTS, test_b=TESTS)
-    result = run(pytester, store_dir, "-n", "2")
+    result = run(pytester, engine, "-n", "2")
     result.assert_outcomes(passed=8)
     records = [json.loads(p.read_text()) for p in out.iterdir()]
     assert {r["worker"] for r in records} == {"gw0", "gw1"}
+    # one image: the RUN step writes random bytes, so a second run of it gives another one
     assert len({r["image"] for r in records}) == 1
-    assert sum(r["executed"] for r in records) == 3  # COPY, RUN, CMD: once in all
+    first = records[0]["image"]
+    if pd_backend == "native":
+        assert sum(r["executed"] for r in records) == 3  # COPY, RUN, CMD: once in all
 
     # the next session finds every step in the cache
     for p in out.iterdir():
         p.unlink()
-    result = run(pytester, store_dir)
+    result = run(pytester, engine)
     result.assert_outcomes(passed=8)
+    assert {json.loads(p.read_text())["image"] for p in out.iterdir()} == {first}
+    if pd_backend == "docker":
+        # README, "what differs": the daemon's builder runs the steps; the session shows
+        # no progress lines and counts no steps
+        assert "pydock: building" not in result.stdout.str()
+        return
     result.stdout.fnmatch_lines(["*pydock: building *: step 2/4 COPY data.txt /*",
                                  "*1 image build: 0 steps run, 3 from the cache*"])
     assert sum(json.loads(p.read_text())["executed"] for p in out.iterdir()) == 0
 
 
+@BOTH
 def test_a_failing_build_is_each_dependent_tests_error(pytester: pytest.Pytester, project,
-                                                       store_dir) -> None:
+                                                       engine, pd_backend: str) -> None:
     ctx, _ = project
-    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo compiling; echo broken >&2; exit 2\n")
+    (ctx / "Dockerfile").write_text(
+        f"FROM {engine[0]}\nRUN echo compiling; echo broken >&2; exit 2\n")
     pytester.makepyfile(test_a=TESTS)
-    result = run(pytester, store_dir)
+    result = run(pytester, engine)
     result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines([
         "*pydock build failed: *Dockerfile:2: RUN: * returned a non-zero code: 2*",
-        "*last output of the step*", "compiling", "broken"])
+        "*last output of the step*", "compiling"])
+    # docker's builder sends the step's stdout and stderr apart: their order may change
+    result.stdout.fnmatch_lines(["*last output of the step*", "broken"])
     assert "def build(" not in result.stdout.str()  # no plugin traceback
     assert result.stdout.str().count("compiling\n") >= 4
-    assert result.stdout.str().count("pydock: building") == 2  # built (and failed) once
+    if pd_backend == "native":  # docker: no progress lines (README, "what differs")
+        assert result.stdout.str().count("pydock: building") == 2  # built (and failed) once
 
 
+@BOTH
 def test_session_networks_are_removed_at_the_end_and_after_sigkill(
-        pytester: pytest.Pytester, store_dir: Path, busybox_image: str) -> None:
+        pytester: pytest.Pytester, store_dir: Path, engine, pd_backend: str,
+        request: pytest.FixtureRequest) -> None:
     import os
+    import secrets
     import signal
     import subprocess
     import sys
     import time
 
     from conftest import leftovers
-    from pydock import NativeBackend
-    needs_root()
+    from pydock import DockerBackend, NativeBackend
 
-    def bridges() -> set[str]:
+    prefix = f"app{secrets.token_hex(3)}"
+    api = request.getfixturevalue("docker_raw") if pd_backend == "docker" else None
+
+    def networks() -> set[str]:
+        if api is not None:  # the daemon's networks this test's sessions made
+            return {n["Name"] for n in api.networks(filters={"label": "pydock=1"})
+                    if n["Name"].startswith(f"{prefix}-")}
         return {n.bridge for n in NativeBackend(store_dir).networks() if n.store}
 
-    pytester.makepyfile(test_net="""
+    pytester.makepyfile(test_net=f"""
         import os, time
 
         def test_on_a_network(pydock):
-            net = pydock.network("app")
-            with pydock.run("busybox", ["sleep", "300"], network=net, aliases=["db"]) as db, \\
-                    pydock.run("busybox", ["sleep", "300"], network=net) as client:
+            net = pydock.network("{prefix}")
+            with pydock.run("{engine[0]}", ["sleep", "300"], network=net, aliases=["db"]) as db, \\
+                    pydock.run("{engine[0]}", ["sleep", "300"], network=net) as client:
                 assert client.exec(["ping", "-c", "1", "-W", "2", "db"]).exit_code == 0
                 if os.environ.get("HANG"):
                     print("RUNNING", flush=True)
                     time.sleep(300)
     """)
-    result = run(pytester, store_dir)
+    result = run(pytester, engine)
     result.assert_outcomes(passed=1)
-    assert bridges() == set()  # removed at session end
+    assert networks() == set()  # removed at session end
 
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", f"--pydock-store={store_dir}",
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-s", *engine[1],
                              "-p", "no:cacheprovider"], cwd=pytester.path,
                             stdout=subprocess.PIPE, env={**os.environ, "HANG": "1"})
     assert proc.stdout is not None
     for line in proc.stdout:
         if b"RUNNING" in line:
             break
-    assert len(bridges()) == 1
+    assert len(networks()) == 1
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    if api is not None:
+        assert len(networks()) == 1  # nobody was left to remove it, nor its containers
+        DockerBackend(api).sweep()  # what the next session runs before its first container
+        assert networks() == set()
+        assert session_leftovers(api) == []
+        return
     deadline = time.monotonic() + 10  # its monitor kills its containers, then exits
     while leftovers(store_dir).get("processes") and time.monotonic() < deadline:
         time.sleep(0.1)
     NativeBackend(store_dir).sweep()  # what the next session (or any pydock command) runs first
-    assert bridges() == set()
+    assert networks() == set()
     assert not leftovers(store_dir)
 
 
+@BOTH
 def test_pull_gets_an_image_from_a_registry(pytester: pytest.Pytester, store_dir: Path,
-                                            busybox_image: str, registry) -> None:
+                                            busybox_image: str, registry, pd_backend: str,
+                                            request: pytest.FixtureRequest) -> None:
+    """docker: the daemon pulls (from a registry on 127.0.0.1, which it trusts over http)."""
     from pydock import Store, push
-    needs_root()
-    ref = f"{registry.host}/plugin-pull/busybox:1"
+    needs_root()  # the image reaches the registry from a native store
+    ref = f"{registry.host}/plugin-pull/busybox:{pd_backend}"
     store = Store(store_dir)
     push(store, "busybox", ref)
     store.remove_image("busybox")  # only the registry has it now
+    options = [f"--pydock-store={store_dir}"] if pd_backend == "native" else \
+        ["--pydock-backend=docker"]
+    api = request.getfixturevalue("docker_raw") if pd_backend == "docker" else None
     pytester.makepyfile(test_pull=f"""
         def test_pull(pydock):
             image = pydock.pull("{ref}")
@@ -160,8 +226,15 @@ def test_pull_gets_an_image_from_a_registry(pytester: pytest.Pytester, store_dir
             with pydock.run(image, ["echo", "pulled"], network="none") as c:
                 assert c.wait(10) == 0 and "pulled" in c.logs()
     """)
-    run(pytester, store_dir).assert_outcomes(passed=1)
-    assert store.image(ref).id
+    try:
+        run(pytester, ("busybox", options)).assert_outcomes(passed=1)
+        if api is None:
+            assert store.image(ref).id
+        else:
+            assert api.inspect_image(ref)["RepoTags"] == [ref]
+    finally:
+        if api is not None and api.images(name=ref):
+            api.remove_image(ref, force=True)
 
 
 def test_networks_with_aliases_on_the_docker_backend(busybox_tar: Path) -> None:

@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -106,6 +106,11 @@ class DockerBackend:
 
     # -- images -----------------------------------------------------------------------------
     def image(self, ref: str) -> Image:
+        """An image of the daemon; ``pydock:host`` is made from this host when the daemon
+        lacks it or it is out of date (see hostimage.py)."""
+        from .hostimage import host_image, is_host_ref
+        if is_host_ref(ref):
+            return host_image(self)
         with api_errors(f"image {ref}", image=ref):
             return image_of(self.api.inspect_image(ref))
 
@@ -136,7 +141,14 @@ class DockerBackend:
             image_id = self._import(data, changes, comment, ref)
         return self.image(ref or image_id)
 
-    def _import(self, data: bytes, changes: list[str], comment: str, ref: str | None) -> str:
+    def import_stream(self, chunks: Iterable[bytes], *, changes: list[str], comment: str,
+                      ref: str) -> str:
+        """A rootfs tar sent in ``chunks`` (a chunked upload: never whole in memory) as the
+        image ``ref`` with the ``docker import --change`` lines ``changes``; its id."""
+        return self._import(chunks, changes, comment, ref)
+
+    def _import(self, data: bytes | Iterable[bytes], changes: list[str], comment: str,
+                ref: str | None) -> str:
         """POST /images/create?fromSrc=- with a message (docker-py's import_image has none)."""
         params: dict[str, Any] = {"fromSrc": "-", "message": comment, "changes": changes}
         if ref is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import select
 import socket
+import sys
 import tarfile
 import time
 from collections.abc import Sequence
@@ -240,6 +241,23 @@ class DockerContainer:
                     out.setdefault(key, []).append((b.get("HostIp") or "0.0.0.0",
                                                     int(b["HostPort"])))
         return out
+
+    def ip_address(self, network: str | None = None) -> str | None:
+        """Its IPv4 address on ``network`` (default: its first), as the native container's:
+        None when it is not running, not on that network, or the daemon is not on this
+        machine's kernel (its bridges are then out of this host's reach)."""
+        if not self.backend.endpoint.local or sys.platform != "linux":
+            return None
+        doc = self.inspect()
+        if not (doc.get("State") or {}).get("Running"):
+            return None
+        nets = (doc.get("NetworkSettings") or {}).get("Networks") or {}
+        for name, info in nets.items():
+            info = info or {}
+            if network is None or network in (name, info.get("NetworkID")):
+                if info.get("IPAddress"):
+                    return str(info["IPAddress"])
+        return None
 
     def _fault_pid(self) -> int:
         if self.status is not Status.RUNNING:
