@@ -13,7 +13,6 @@ import os
 import pickle
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import ExecError, StartError
@@ -478,18 +477,10 @@ def ns_fds(pid: int) -> list[int]:
     return fds
 
 
-# (pid1, ns fds, cgroup fds, stdio, workload, errfd, cgroup fd) -> pid
-ExecCloner = Callable[[int, list[int], list[int], tuple[int, int, int], Workload, int,
-                       int | None], int]
-
-
 def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
-               stdio: tuple[int, int, int], console: Console | None = None,
-               clone: ExecCloner | None = None) -> int:
+               stdio: tuple[int, int, int], console: Console | None = None) -> int:
     """Fork a process that joins the container and execs ``workload``; returns its pid.
 
-    ``clone``: clones it instead of this process (the monitor's factory); it gets the
-    fds and returns the pid, the fds stay ours.
     The returned process relays the exit status of the command (128+N for signal N).
     Raises ExecError when the command could not be started (127: not found).
     """
@@ -504,13 +495,10 @@ def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
         console.attach(workload)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
     try:
-        if clone is not None:
-            pid = clone(pid1, fds, cg_fds, stdio, workload, wfd, cgfd)
-        else:
-            pid = sc.clone3(0, cgroup_fd=cgfd)
-            if pid == 0:
-                os.close(rfd)
-                exec_main(pid1, fds, cg_fds, stdio, workload, wfd)
+        pid = sc.clone3(0, cgroup_fd=cgfd)
+        if pid == 0:
+            os.close(rfd)
+            exec_main(pid1, fds, cg_fds, stdio, workload, wfd)
     except BaseException:
         os.close(rfd)
         raise

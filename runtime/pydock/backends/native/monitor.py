@@ -80,7 +80,7 @@ class Monitor:
         self.execs: dict[int, str] = {}
         self.consoles: dict[int, int] = {}  # pty master -> log fd (detached tty containers)
         self.zygotes: list[Zygote] = []  # pre-cloned PID 1s (session mode only)
-        self.factory: Factory | None = None  # clones zygotes and execs (session mode only)
+        self.factory: Factory | None = None  # clones the zygotes (session mode only)
         self.zygote_joins = True  # zygotes for bridge networks (as the last start was)
         self.start_time = proc_start_time(os.getpid())
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
@@ -181,7 +181,6 @@ class Monitor:
         replaced by the kind this container needed."""
         if spec.network == "host" or needs_cgroup(spec):
             return None
-        self.collect_zygotes()
         if (not self.zygotes and self.factory is not None and self.factory.pending
                 and self.factory.pending[1] == join_net):
             self.receive_zygote(timeout=ZYGOTE_WAIT)
@@ -204,13 +203,8 @@ class Monitor:
         if zygote is not None:
             self.zygotes.append(zygote)
 
-    def collect_zygotes(self) -> None:
-        """Take the zygotes the factory delivered while the monitor awaited an exec."""
-        while self.factory is not None and self.factory.arrived:
-            self.zygotes.append(self.factory.arrived.popleft())
-
     def factory_gone(self) -> None:
-        print("pydock-monitor: the factory exited; cloning containers and execs directly",
+        print("pydock-monitor: the factory exited; cloning containers directly",
               file=sys.stderr)
         assert self.factory is not None
         self.factory.close()
@@ -251,13 +245,8 @@ class Monitor:
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             fds.append(null)
             stdio = (null, null, null)
-        args = (int(state["pid"]), Cgroup.from_json(state.get("cgroup")), workload, stdio,
-                console)
-        try:
-            pid = start_exec(*args, clone=self.factory.exec if self.factory else None)
-        except FactoryGone:
-            self.factory_gone()
-            pid = start_exec(*args)
+        pid = start_exec(int(state["pid"]), Cgroup.from_json(state.get("cgroup")), workload,
+                         stdio, console)
         self.execs[pid] = cdir.id
         return {"ok": True, "pid": pid}
 
@@ -357,7 +346,6 @@ class Monitor:
         while self.sock is not None or self.containers or self.execs or self.trash:
             readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
                                                    else [])
-            self.collect_zygotes()
             if self.factory is not None and len(self.zygotes) < ZYGOTES and \
                     self.sock is not None:
                 # The next container's PID 1 is cloned (by the factory, in parallel) as
