@@ -278,8 +278,10 @@ class PydockSession:
     def _build(self, context: str, dockerfile: str | None, target: str | None,
                args: dict[str, str], tag: str | None, no_cache: bool) -> Image:
         if not isinstance(self.backend, NativeBackend):
-            return self.backend.build(context, dockerfile=dockerfile, target=target,
-                                      build_args=args, tag=tag, no_cache=no_cache)
+            return self.backend.build(
+                context, dockerfile=dockerfile, target=target, build_args=args, tag=tag,
+                no_cache=no_cache,
+                progress=_progress_reporter(context, self.on_build_progress).step)
         from pydock import BuildOptions, build  # the builder: loaded for the first build only
         from pydock.sources import resolve_base
         path = os.path.join(context, dockerfile) if dockerfile else None  # (abs stays abs)

@@ -177,11 +177,13 @@ class DockerBackend:
 
     def build(self, context: str | os.PathLike[str], *, dockerfile: str | None = None,
               target: str | None = None, build_args: Mapping[str, str] | None = None,
-              tag: str | None = None, no_cache: bool = False) -> Image:
-        """Build ``context`` on the daemon's builder (see build.py)."""
+              tag: str | None = None, no_cache: bool = False,
+              progress: Callable[[int, int, str], None] | None = None) -> Image:
+        """Build ``context`` on the daemon's builder (see build.py); ``progress(number,
+        total, text)`` hears of each step."""
         from .build import build
         return build(self, os.fspath(context), dockerfile=dockerfile, target=target,
-                     build_args=build_args, tag=tag, no_cache=no_cache)
+                     build_args=build_args, tag=tag, no_cache=no_cache, progress=progress)
 
     def pull(self, ref: str) -> Image:
         """``ref`` pulled by the daemon (its registries, its credentials); an image the

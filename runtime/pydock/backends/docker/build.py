@@ -8,7 +8,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ... import dockerfile as df
@@ -29,9 +29,11 @@ _NOISE = (" ---> ", "Removing intermediate container ")  # the builder's own lin
 
 def build(backend: DockerBackend, context: str, *, dockerfile: str | None = None,
           target: str | None = None, build_args: Mapping[str, str] | None = None,
-          tag: str | None = None, no_cache: bool = False) -> Image:
+          tag: str | None = None, no_cache: bool = False,
+          progress: Callable[[int, int, str], None] | None = None) -> Image:
     """Build ``context`` (``dockerfile`` relative to it, default ``Dockerfile``) into an
     image of the daemon; BuildError names the Dockerfile, the failing step and its output.
+    ``progress(number, total, text)`` hears of each step as the daemon starts it.
 
     Workers building the same thing at once take turns (a file lock): the first builds,
     the others find every step in the daemon's build cache."""
@@ -51,7 +53,7 @@ def build(backend: DockerBackend, context: str, *, dockerfile: str | None = None
     from filelock import FileLock
     with FileLock(os.path.join(tempfile.gettempdir(), f"pydock-docker-build-{key[:16]}.lock")):
         image_id = _run(backend, context, path, dockerfile, target, args, tag, no_cache,
-                        _step_lines(dfile))
+                        _step_lines(dfile), progress)
     return backend.image(image_id)
 
 
@@ -98,7 +100,8 @@ def _step_lines(dfile: df.Dockerfile | None) -> list[tuple[str, int]]:
 
 def _run(backend: DockerBackend, context: str, path: str, dockerfile: str | None,
          target: str | None, args: dict[str, str], tag: str | None, no_cache: bool,
-         steps: list[tuple[str, int]]) -> str:
+         steps: list[tuple[str, int]],
+         progress: Callable[[int, int, str], None] | None) -> str:
     log: list[str] = []
     step = ""
     step_line: int | None = None
@@ -114,6 +117,8 @@ def _run(backend: DockerBackend, context: str, path: str, dockerfile: str | None
                 if m:
                     step, step_line = _located(m, steps)
                     log.clear()  # the output of the current step only
+                    if progress is not None:
+                        progress(int(m.group(1)), int(m.group(2)), m.group(3))
                 elif (line or log) and not line.startswith(_NOISE):
                     log.append(line)
             if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
