@@ -281,7 +281,7 @@ class PydockSession:
             return self.backend.build(
                 context, dockerfile=dockerfile, target=target, build_args=args, tag=tag,
                 no_cache=no_cache,
-                progress=_progress_reporter(context, self.on_build_progress).step)
+                progress=_progress_line(context, self.on_build_progress))
         from pydock import BuildOptions, build  # the builder: loaded for the first build only
         from pydock.sources import resolve_base
         path = os.path.join(context, dockerfile) if dockerfile else None  # (abs stays abs)
@@ -470,18 +470,29 @@ class PydockSession:
         self.backend.close()
 
 
-def _progress_reporter(context: str, sink: Callable[[str], None] | None) -> BuildReporter:
+def _progress_line(context: str, sink: Callable[[str], None] | None
+                   ) -> Callable[[int, int, str], None]:
     """Build progress as one line per step (``building CONTEXT: step 3/10 RUN make``)."""
-    from pydock import BuildReporter
-
     rel = os.path.relpath(context)
     shown = context if rel.startswith("..") else rel
 
+    def step(number: int, total: int, text: str) -> None:
+        if sink is not None:
+            first = text.strip().splitlines()[0] if text.strip() else ""
+            sink(f"pydock: building {shown}: step {number}/{total} {first[:60]}")
+
+    return step
+
+
+def _progress_reporter(context: str, sink: Callable[[str], None] | None) -> BuildReporter:
+    """The native builder's reporter of those lines."""
+    from pydock import BuildReporter
+
+    line = _progress_line(context, sink)
+
     class ProgressReporter(BuildReporter):
         def step(self, number: int, total: int, text: str) -> None:
-            if sink is not None:
-                first = text.strip().splitlines()[0] if text.strip() else ""
-                sink(f"pydock: building {shown}: step {number}/{total} {first[:60]}")
+            line(number, total, text)
 
     return ProgressReporter()
 

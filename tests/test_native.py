@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -180,6 +181,65 @@ def test_init_reaps_orphaned_zombies(backend) -> None:
     assert r.exit_code == 0
     assert not [line for line in r.stdout.decode().split("\n") if line.startswith("Z")]
     c.remove(force=True)
+
+
+def test_containers_start_when_the_zygotes_and_their_factory_were_killed(backend) -> None:
+    """The monitor's helpers dying (OOM killer, a stray kill) costs speed, never a start."""
+    first = backend.run("busybox", command=["true"])
+    first.wait(10)
+    first.remove()
+    monitor = backend.monitor().process.pid
+    deadline = time.monotonic() + 10
+    helpers: list[int] = []
+    while len(helpers) < 3 and time.monotonic() < deadline:  # the factory, two zygotes
+        helpers = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                   _ppid(int(p)) == monitor]
+        time.sleep(0.01)
+    assert len(helpers) >= 3
+    for pid in helpers:
+        os.kill(pid, signal.SIGKILL)
+    for pid in helpers:  # dead (a zombie until the monitor reaps it), as after an OOM kill
+        while _state(pid) not in (None, "Z") and time.monotonic() < deadline + 10:
+            time.sleep(0.001)
+    for _ in range(3):
+        c = backend.run("busybox", command=["sh", "-c", "exit 3"])
+        assert c.wait(10).exit_code == 3
+        c.remove()
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return None
+
+
+def _state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("options", [{"init": True}, {"init": False},
+                                     {"init": True, "memory": 64 << 20}])
+def test_container_processes_get_no_fd_but_stdio(backend, options) -> None:
+    """Workloads and execs hold nothing of the monitor's or a zygote's (a waiting zygote's
+    socket in a container's process would let it send that root process a plan); the
+    memory limit makes the monitor clone PID 1 itself instead of taking a zygote."""
+    c = backend.run("busybox", command=["sh", "-c", "ls /proc/self/fd; sleep 300"],
+                    **options)
+    try:
+        # ls's own directory fd is 3; nothing else may be open
+        assert c.exec(["ls", "/proc/self/fd"]).stdout.split() == [b"0", b"1", b"2", b"3"]
+        deadline = time.monotonic() + 10
+        while not c.logs()[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert c.logs()[0].split() == [b"0", b"1", b"2", b"3"]
+    finally:
+        c.remove(force=True)
 
 
 def test_exec_output_exit_code_env_user_workdir(backend) -> None:

@@ -448,6 +448,7 @@ def run_init(plan: Plan) -> None:
     else:
         try:
             env = _become(w, terminal=False)
+            _close_stray_fds(plan.errfd)
             pid = _find_and_run(w.argv, env, _spawn)
         except StepError as exc:
             report(plan.errfd, "exec" if exc.exit_code in (126, 127) else "set up the process",
@@ -591,6 +592,7 @@ def exec_workload(w: Workload, errfd: int) -> None:
     except StepError as exc:
         report(errfd, "exec" if exc.exit_code in (126, 127) else "set up the process", exc)
         os._exit(exc.exit_code)
+    _close_stray_fds(errfd)
     # Handlers are reset by exec; ignored signals are not (Python ignores SIGPIPE and SIGXFSZ,
     # the monitor SIGINT and SIGTERM): give the workload default dispositions.
     for s in INHERITED_IGNORES:
@@ -605,6 +607,13 @@ def exec_workload(w: Workload, errfd: int) -> None:
         report(errfd, "exec", StepError(f'exec: "{w.argv[0]}": {exc}', 126))
         os._exit(126)
     os._exit(127)
+
+
+def _close_stray_fds(errfd: int) -> None:
+    """Only stdio (and the close-on-exec start pipe) goes on to the workload: no fd the
+    monitor or a zygote held reaches a container's processes, even one left inheritable."""
+    os.closerange(3, errfd)
+    os.closerange(errfd + 1, 1 << 20)
 
 
 def _open_console(w: Workload) -> None:

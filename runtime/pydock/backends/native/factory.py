@@ -67,18 +67,24 @@ class Factory:
     def close(self) -> None:
         """End the factory (the monitor reaps it with its other children)."""
         self.sock.close()
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.pid = 0
 
     def _zygote(self, answer: tuple[bytes, list[int]]) -> Zygote:
         data, fds = answer
         assert self.pending is not None and data[:1] == b"Z" and len(fds) == 1
         new_net, join_net = self.pending
         self.pending = None
-        return Zygote.adopt(int(data[1:]), socket.socket(fileno=fds[0]), new_net=new_net,
-                            join_net=join_net, stage=self.stage)
+        # Received fds are inheritable: this one must never reach a process the monitor
+        # clones itself (an exec, a container without a zygote), which could then send a
+        # waiting zygote (root, host mounts) a plan of its own.
+        os.set_inheritable(fds[0], False)
+        return Zygote(int(data[1:]), socket.socket(fileno=fds[0]), new_net=new_net,
+                      join_net=join_net, stage=self.stage)
 
     def _send(self, data: bytes) -> None:
         try:

@@ -20,7 +20,7 @@ from ...models import ContainerSpec
 from . import caps
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .child import Plan, Workload, container_main, exec_main, zygote_main
+from .child import Plan, Workload, container_main, exec_main
 from .hostview import plan_host_view
 from .layerview import lower_file
 from .state import ContainerDir, cgroup_prefix
@@ -154,8 +154,7 @@ def planned_user(cdir: ContainerDir, store_root: Path, host_view: object) -> Exe
     image's (its writable layer or a volume has /etc, pydock:host shows the host's /etc)
     or the user is unknown (PID 1 then reports it)."""
     spec = cdir.spec
-    if host_view is not None or any(m.target == "/" or m.target.rstrip("/") == "/etc" or
-                                    m.target.startswith("/etc/") for m in spec.mounts):
+    if host_view is not None or spec.mounts:  # a volume might hold /etc (or a link to it)
         return None
     if os.path.lexists(cdir.upper / "etc"):
         return None
@@ -292,38 +291,19 @@ CONTAINER_FLAGS = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_
 
 
 class Zygote:
-    """A container PID 1 cloned ahead of time, waiting for its plan.
+    """A container PID 1 cloned ahead of time, waiting for its plan on ``sock``.
 
-    The clone (a fork of the monitor, ~1 ms) and the plan-independent setup (``prepare``)
-    then happen while nobody waits; start_container only sends the plan.  Zygotes serve
-    containers without resource limits (those need no cgroup at all).
+    The factory (factory.py) clones it as a child of the monitor and it runs the
+    plan-independent setup (``prepare``) while nobody waits; start_container only sends
+    the plan.  Zygotes serve containers without resource limits (those need no cgroup).
     """
 
-    def __init__(self, *, new_net: bool, stage: bytes, join_net: bool = False) -> None:
-        self.new_net = new_net and not join_net
-        self.join_net = join_net
+    def __init__(self, pid: int, sock: socket.socket, *, new_net: bool, join_net: bool,
+                 stage: bytes) -> None:
+        self.pid, self.sock = pid, sock
+        self.new_net, self.join_net = new_net and not join_net, join_net
         self.stage = stage
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if self.new_net else 0))
-        if pid == 0:
-            ours.close()
-            # A waiting zygote keeps nothing else of the monitor's open: not its client's
-            # socket, nor other containers' stdin holds and published ports' reservations.
-            keep = theirs.fileno()
-            os.closerange(3, keep)
-            os.closerange(keep + 1, MAX_OPEN_FDS)
-            zygote_main(theirs.detach(), stage, self.new_net, join_net)
-        theirs.close()
-        self.pid, self.sock = pid, ours
-
-    @classmethod
-    def adopt(cls, pid: int, sock: socket.socket, *, new_net: bool, join_net: bool,
-              stage: bytes) -> Zygote:
-        """A zygote cloned by the factory (factory.py) as a child of this process."""
-        zygote = cls.__new__(cls)
-        zygote.new_net, zygote.join_net = new_net and not join_net, join_net
-        zygote.stage, zygote.pid, zygote.sock = stage, pid, sock
-        return zygote
+        self.alive = True  # False once the monitor reaped it (it died waiting)
 
     def fits(self, spec: ContainerSpec, stage: bytes, join_net: bool = False) -> bool:
         new_net = spec.network != "host" and not join_net
@@ -339,8 +319,11 @@ class Zygote:
         self.sock.close()
 
     def discard(self) -> None:
-        """End the waiting child."""
+        """End the waiting child (unless already reaped: its pid may be another's now)."""
         self.sock.close()
+        if not self.alive:
+            return
+        self.alive = False
         try:
             os.kill(self.pid, 9)
             os.waitpid(self.pid, 0)
@@ -427,9 +410,13 @@ def start_container(cdir: ContainerDir, store_root: Path,
             raise StartError(f"container {cdir.id[:12]}: image has too many layers "
                              f"({len(config['layers'])}) for one overlay mount")
         if zygote is not None:
-            pid = zygote.pid
-            zygote.launch(plan, plan.workload.console_fd)
-        else:
+            try:
+                zygote.launch(plan, plan.workload.console_fd)
+                pid = zygote.pid
+            except OSError:  # it died waiting: clone one now
+                zygote.discard()
+                zygote = None
+        if zygote is None:
             pid = sc.clone3(CONTAINER_FLAGS | (sc.CLONE_NEWNET if new_net else 0),
                             cgroup_fd=cgfd)
             if pid == 0:

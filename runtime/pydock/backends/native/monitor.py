@@ -147,7 +147,8 @@ class Monitor:
             os.set_inheritable(fd, False)
         netns_fd = fds[-1] if netns and fds else None  # closed by handle(), like the others
         stdio = (fds[0], fds[1], fds[2]) if len(fds) - (netns_fd is not None) == 3 else None
-        self.zygote_joins = netns_fd is not None
+        if cdir.spec.network != "host":  # (host network containers take no zygote)
+            self.zygote_joins = netns_fd is not None
         zygote = self.take_zygote(cdir.spec, netns_fd is not None)
         stdin_fd = hold = None
         if stdio is None and cdir.spec.stdin_open:
@@ -181,6 +182,7 @@ class Monitor:
         replaced by the kind this container needed."""
         if spec.network == "host" or needs_cgroup(spec):
             return None
+        self.reap()  # (a zygote that died waiting is no candidate)
         if (not self.zygotes and self.factory is not None and self.factory.pending
                 and self.factory.pending[1] == join_net):
             self.receive_zygote(timeout=ZYGOTE_WAIT)
@@ -277,6 +279,13 @@ class Monitor:
             elif pid in self.execs:
                 self.execs.pop(pid)
                 self.send({"event": "exec_exit", "pid": pid, "exit_code": exit_code(status)})
+            else:  # a zygote that died waiting, or the factory: never signal that pid again
+                for zygote in self.zygotes:
+                    if zygote.pid == pid:
+                        zygote.alive = False
+                self.zygotes = [z for z in self.zygotes if z.alive]
+                if self.factory is not None and self.factory.pid == pid:
+                    self.factory.pid = 0
 
     def unpublish(self, cdir: ContainerDir, socks: list[int]) -> None:
         """Remove an exited container's DNAT rules, then free its host ports (in that
@@ -363,7 +372,11 @@ class Monitor:
             except InterruptedError:
                 ready = []
             if not ready and self.trash:
-                self.table.delete(self.trash.pop())
+                cdir = self.trash.pop()
+                try:
+                    self.table.delete(cdir)
+                except (OSError, PydockError) as exc:  # the sweep or `pydock rm` finishes it
+                    print(f"pydock-monitor: deleting {cdir.id[:12]}: {exc}", file=sys.stderr)
             self.draining = [cg for cg in self.draining if not cg.try_remove()]
             if factory is not None and factory.sock in ready:
                 self.receive_zygote()
