@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from common import docker_available, measure, report
 from conftest import BUSYBOX
-from fresh_container import docker_available, measure, report
 from pydock.backends.native.backend import NativeBackend
 from pydock.builder import BuildOptions, build
 from pydock.store import Store

@@ -17,44 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_busybox_tar
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import busybox_store, docker_available, measure, report
 from pydock.backends.native.backend import NativeBackend
 from pydock.models import ImageConfig
-from pydock.store import Store
-
-
-def measure(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return times
-
-
-def report(label: str, times: list[float]) -> float:
-    med = statistics.median(times)
-    print(f"{label:<44} median {med:8.2f} ms   min {min(times):8.2f}   "
-          f"max {max(times):8.2f}   n {len(times)}")
-    return med
-
-
-def docker_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
 def main() -> None:
@@ -64,10 +35,7 @@ def main() -> None:
     parser.add_argument("--docker-n", type=int, default=30, help="docker repetitions")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pydock-bench-") as tmp:
-        tar = make_busybox_tar(Path(tmp) / "busybox.tar")
-        store = Store(Path(tmp) / "store")
-        with open(tar, "rb") as f:
-            store.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="bench-busybox")
+        tar, store = busybox_store(Path(tmp))
         with NativeBackend(store) as backend:
             def fresh() -> None:
                 c = backend.create("bench-busybox", command=["true"], network="none")

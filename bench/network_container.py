@@ -17,17 +17,14 @@ import argparse
 import errno
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_busybox_tar
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import busybox_store, report
 from pydock.backends.native.backend import NativeBackend
-from pydock.models import ImageConfig
-from pydock.store import Store
 
 SERVER = ["nc", "-ll", "-p", "{port}", "-e", "true"]
 
@@ -48,13 +45,6 @@ def connect_until_up(ip: str, port: int, deadline: float = 10.0) -> None:
             time.sleep(0.0002)
         finally:
             s.close()
-
-
-def report(label: str, times: list[float]) -> float:
-    med = statistics.median(times)
-    print(f"{label:<46} median {med:7.2f} ms   min {min(times):7.2f}   "
-          f"max {max(times):7.2f}   n {len(times)}")
-    return med
 
 
 def run(backend: NativeBackend, network: str, n: int, warmup: int = 5
@@ -89,10 +79,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100, help="repetitions (default 100)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pydock-bench-") as tmp:
-        tar = make_busybox_tar(Path(tmp) / "busybox.tar")
-        store = Store(Path(tmp) / "store")
-        with open(tar, "rb") as f:
-            store.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="bench-busybox")
+        _, store = busybox_store(Path(tmp))
         with NativeBackend(store) as backend:
             print(f"pydock native engine, {os.cpu_count()} CPUs, busybox `nc -ll` server")
             backend.network_manager().prefill()

@@ -26,9 +26,9 @@ import textwrap
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_busybox_tar  # noqa: E402
-from pydock import ImageConfig, Store  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import busybox_store, docker_available, report  # noqa: E402
+from pydock import ImageConfig  # noqa: E402
 
 EMPTY = """
 import pytest
@@ -79,22 +79,6 @@ def suite_seconds(directory: Path, source: str, n: int, *args: str) -> float:
     return elapsed
 
 
-def docker_available() -> bool:
-    try:
-        import docker
-        docker.from_env().ping()
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: no daemon to compare with
-        return False
-
-
-def report(label: str, per_test_ms: list[float]) -> float:
-    med = statistics.median(per_test_ms)
-    print(f"{label:<40} median {med:8.2f} ms/test   min {min(per_test_ms):8.2f}   "
-          f"max {max(per_test_ms):8.2f}   n {len(per_test_ms)} suites")
-    return med
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,17 +88,14 @@ def main() -> None:
     n = args.tests
     with tempfile.TemporaryDirectory(prefix="pydock-bench-") as tmp:
         work = Path(tmp)
-        tar = make_busybox_tar(work / "busybox.tar")
-        store = Store(work / "store")
-        with open(tar, "rb") as f:
-            store.import_tar(f, config=ImageConfig(cmd=("sh",)), ref="bench-busybox")
+        tar, store = busybox_store(work)
         store_arg = f"--pydock-store={store.root}"
         empty = [suite_seconds(work, EMPTY, n, store_arg) for _ in range(args.rounds)]
         native = [suite_seconds(work, NATIVE, n, store_arg) for _ in range(args.rounds)]
         base = statistics.median(empty)
         print(f"{n} tests per suite; empty suite median {base:.2f} s")
         native_ms = report("native: fresh container per test",
-                           [(s - base) / n * 1000 for s in native])
+                           [(s - base) / n * 1000 for s in native], "ms/test", " suites")
         if not docker_available():
             print("docker: no daemon reachable (start dockerd for the comparison); skipped")
             return
@@ -129,9 +110,9 @@ def main() -> None:
             subprocess.run(["docker", "rmi", "pydock-bench-busybox"], capture_output=True,
                            check=False)
         backend_ms = report("docker backend: fresh container per test",
-                            [(s - base) / n * 1000 for s in backend])
+                            [(s - base) / n * 1000 for s in backend], "ms/test", " suites")
         docker_ms = report("docker: fresh container per test",
-                           [(s - base) / n * 1000 for s in dock])
+                           [(s - base) / n * 1000 for s in dock], "ms/test", " suites")
         print(f"ratio: docker/native = {docker_ms / native_ms:.1f}x, "
               f"docker backend/native = {backend_ms / native_ms:.1f}x")
     shutil.rmtree(work, ignore_errors=True)

@@ -28,6 +28,7 @@ from pydock import (
     NativeContainer,
     RunOptions,
 )
+from pydock.procs import process_label
 from pydock.ready import (
     ExecProbe,
     HealthcheckProbe,
@@ -236,6 +237,9 @@ class PydockSession:
     _built: dict[tuple[object, ...], Image | BuildError] = field(default_factory=dict)
 
     _networks: list[str] = field(default_factory=list)
+    # ``pid:start time`` of this process, the label of its test containers and networks:
+    # the sweep deletes those of sessions that are gone (a SIGKILLed pytest)
+    label: str = field(default_factory=process_label)
 
     def __enter__(self) -> PydockSession:
         return self
@@ -330,7 +334,7 @@ class PydockSession:
         # unique in the session and across workers and sessions: a fixture may ask per test
         full = f"{name or 'pydock'}-{os.urandom(3).hex()}"
         net = self.backend.create_network(full, subnet=subnet,
-                                          labels={"pydock.session": _session_label()})
+                                          labels={"pydock.session": self.label})
         self._networks.append(net.name)
         return net.name
 
@@ -391,7 +395,7 @@ class PydockSession:
             name=f"{name}-{self.worker}" if name and self.worker else name,
             labels={"pydock.test": self.current_test or "",
                     # kept containers must survive the session: no session label for them
-                    **({"pydock.session": _session_label()} if self.keep is Keep.NEVER
+                    **({"pydock.session": self.label} if self.keep is Keep.NEVER
                        else {})})
         t = time.perf_counter()
         inner = self.backend.create(image, opts)
@@ -495,14 +499,6 @@ def _progress_reporter(context: str, sink: Callable[[str], None] | None) -> Buil
             line(number, total, text)
 
     return ProgressReporter()
-
-
-def _session_label() -> str:
-    """``pid:start time`` of this process: the sweep deletes test containers of sessions
-    that are gone (a SIGKILLed pytest)."""
-    with open("/proc/self/stat", "rb") as f:
-        start = f.read().rsplit(b")", 1)[1].split()[19].decode()
-    return f"{os.getpid()}:{start}"
 
 
 def tar_of(files: Mapping[str, bytes | str]) -> bytes:

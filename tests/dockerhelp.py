@@ -1,6 +1,6 @@
 """Fixtures for tests against a real Docker daemon: a client, and the busybox rootfs imported
 into it under a name of this test process (``pydock-test/busybox:s<pid>-<random>``), removed
-after."""
+after; and ``run``, a pytest session of the plugin on either backend (``BOTH``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_service
+from conftest import needs_root, require_service
 
 try:  # now, before pytester's sys.modules snapshots: a module first imported during a
     import docker  # noqa: F401  pytester test is dropped after it, and a later import
@@ -55,7 +55,7 @@ def docker_busybox(docker_raw: Any, busybox_tar: Path) -> Iterator[str]:
 
 def session_leftovers(api: Any) -> list[str]:
     """Containers labelled by a pydock session whose process is gone (a leak)."""
-    from pydock.backends.native.monitor import proc_start_time
+    from pydock.procs import proc_start_time
 
     out = []
     for c in api.containers(all=True, filters={"label": ["pydock=1", "pydock.session"]}):
@@ -63,3 +63,35 @@ def session_leftovers(api: Any) -> list[str]:
         if not pid.isdigit() or str(proc_start_time(int(pid))) != start:
             out.append(f"{c['Id'][:12]} {c['Names']} {c['Labels']}")
     return out
+
+
+# Backend-independent behaviour runs against both engines (docker: a real daemon).
+BOTH = pytest.mark.parametrize("pd_backend", ["native", "docker"])
+
+
+@pytest.fixture
+def pd_backend() -> str:
+    """The engine of the pytester runs (tests marked BOTH run with each)."""
+    return "native"
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester, store_dir, pd_backend, request):  # type: ignore[no-untyped-def]
+    """Run pytest on the given test files against the busybox image of the chosen backend
+    (docker: the tests' "busybox" is that image's name there); returns the result.  A
+    docker session must leave none of its containers or networks."""
+    if pd_backend == "native":
+        needs_root()
+        request.getfixturevalue("busybox_image")
+        image, options = "busybox", [f"--pydock-store={store_dir}"]
+    else:
+        image, options = request.getfixturevalue("docker_busybox"), ["--pydock-backend=docker"]
+
+    def go(*args: str, **files: str) -> pytest.RunResult:
+        pytester.makepyfile(**{k: v.replace('"busybox"', f'"{image}"') for k, v in files.items()})
+        result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider",
+                                               *args, timeout=120)
+        if pd_backend == "docker":
+            assert session_leftovers(request.getfixturevalue("docker_raw")) == []
+        return result
+    return go

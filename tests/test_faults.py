@@ -15,6 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import needs_root
+from nethelp import host_objects, ip
+from nethelp import rtt as echo_rtt
 from pydock.backends.native import faults
 from pydock.backends.native.faults import Faults, parse_duration, parse_faults, parse_percent, parse_rate
 from pydock.errors import EngineUnavailable, NetworkError, UsageError
@@ -91,19 +93,9 @@ SERVER = textwrap.dedent("""
 """)
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 def _our_objects() -> dict[str, list[str]]:
-    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, check=True,
-                                      text=True).stdout)
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {k: v for k, v in {
-        "links": [lk["ifname"] for lk in links if lk["ifname"].startswith(PREFIX)],
-        "netns": [n.split()[0] for n in netns.splitlines() if n.startswith(PREFIX)],
-        "threads": [t.name for t in threading.enumerate() if t.name == "pydock-delay"],
-    }.items() if v}
+    return host_objects(PREFIX, threads=[t.name for t in threading.enumerate()
+                                         if t.name == "pydock-delay"])
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +105,15 @@ def netns() -> Iterator[str]:
     name, bridge = f"{PREFIX}1", f"{PREFIX}b"
     proc = None
     try:
-        _ip("link", "add", bridge, "type", "bridge")
-        _ip("addr", "add", f"{GATEWAY}/28", "dev", bridge)
-        _ip("link", "set", bridge, "up")
-        _ip("netns", "add", name)
-        _ip("link", "add", f"{PREFIX}h", "type", "veth", "peer", "name", "eth0", "netns", name)
-        _ip("link", "set", f"{PREFIX}h", "master", bridge, "up")
-        _ip("-n", name, "addr", "add", f"{BOX_IP}/28", "dev", "eth0")
-        _ip("-n", name, "link", "set", "eth0", "up")
-        _ip("-n", name, "link", "set", "lo", "up")
+        ip("link", "add", bridge, "type", "bridge")
+        ip("addr", "add", f"{GATEWAY}/28", "dev", bridge)
+        ip("link", "set", bridge, "up")
+        ip("netns", "add", name)
+        ip("link", "add", f"{PREFIX}h", "type", "veth", "peer", "name", "eth0", "netns", name)
+        ip("link", "set", f"{PREFIX}h", "master", bridge, "up")
+        ip("-n", name, "addr", "add", f"{BOX_IP}/28", "dev", "eth0")
+        ip("-n", name, "link", "set", "eth0", "up")
+        ip("-n", name, "link", "set", "lo", "up")
         proc = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", SERVER,
                                  str(BULK)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -169,24 +161,7 @@ def leftover_faults(netns: str) -> list[str]:
 
 def rtt(count: int = 7) -> list[float]:
     """UDP echo round trips (seconds) to the test netns; a lost probe is retried."""
-    times = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(3)
-        for i in range(count):
-            for attempt in range(5):
-                payload = f"{i}.{attempt}".encode()
-                start = time.perf_counter()
-                s.sendto(payload, (BOX_IP, 7))
-                try:
-                    while s.recv(100) != payload:
-                        pass
-                except TimeoutError:
-                    continue
-                times.append(time.perf_counter() - start)
-                break
-            else:
-                raise AssertionError("5 probes in a row were lost")
-    return times
+    return echo_rtt((BOX_IP, 7), count)
 
 
 def answered(count: int) -> list[float]:

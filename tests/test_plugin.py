@@ -10,42 +10,11 @@ import time
 
 import pytest
 from conftest import leftovers, needs_root
-from dockerhelp import docker_busybox, docker_raw, session_leftovers
+from dockerhelp import BOTH, docker_busybox, docker_raw, pd_backend, run, session_leftovers
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
-__all__ = ["docker_busybox", "docker_raw"]  # fixtures used here
-
-# Backend-independent behaviour runs against both engines (docker: a real daemon).
-BOTH = pytest.mark.parametrize("pd_backend", ["native", "docker"])
-
-
-@pytest.fixture
-def pd_backend() -> str:
-    """The engine of the pytester runs (tests marked BOTH run with each)."""
-    return "native"
-
-
-@pytest.fixture
-def run(pytester: pytest.Pytester, store_dir, pd_backend, request):  # type: ignore[no-untyped-def]
-    """Run pytest on the given test files against the busybox image of the chosen backend
-    (docker: the tests' "busybox" is that image's name there); returns the result."""
-    if pd_backend == "native":
-        needs_root()
-        request.getfixturevalue("busybox_image")
-        image, options = "busybox", [f"--pydock-store={store_dir}"]
-    else:
-        image, options = request.getfixturevalue("docker_busybox"), ["--pydock-backend=docker"]
-
-    def go(*args: str, **files: str) -> pytest.RunResult:
-        pytester.makepyfile(**{k: v.replace('"busybox"', f'"{image}"') for k, v in files.items()})
-        result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider",
-                                               *args, timeout=120)
-        if pd_backend == "docker":
-            assert session_leftovers(request.getfixturevalue("docker_raw")) == []
-        return result
-    return go
-
+__all__ = ["docker_busybox", "docker_raw", "pd_backend", "run"]  # fixtures used here
 
 @BOTH
 def test_container_fixture_gives_each_test_a_fresh_container(run, store_dir) -> None:

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
-from dockerhelp import docker_busybox, docker_raw, session_leftovers
+from dockerhelp import BOTH, docker_busybox, docker_raw, pd_backend, session_leftovers
 from registry_server import registry_fixture  # noqa: F401  (the `registry` fixture)
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
-__all__ = ["docker_busybox", "docker_raw"]  # fixtures used here
+__all__ = ["docker_busybox", "docker_raw", "pd_backend"]  # fixtures used here
 
 # Backend-independent behaviour runs against both engines (docker: a real daemon).
-BOTH = pytest.mark.parametrize("pd_backend", ["native", "docker"])
 
 CONFTEST = """
 import json, os, pytest
@@ -45,10 +44,7 @@ def test_uses_image(pydock, app_image, record, n):
 """
 
 
-@pytest.fixture
-def pd_backend() -> str:
-    """The engine of the pytester runs (tests marked BOTH run with each)."""
-    return "native"
+
 
 
 @pytest.fixture

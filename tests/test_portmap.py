@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 from conftest import needs_root, require_service
+from nethelp import host_objects, ip, udp_ask
 from pydock.backends.native.portmap import Mapping, PortForwarder, reserve
 from pydock.errors import NetworkError, PortAllocated, UsageError
 from pydock.models import PortSpec
@@ -201,22 +202,11 @@ class Box:
     ip: str
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
 def _our_objects() -> dict[str, list[str]]:
-    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, check=True,
-                                      text=True).stdout)
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     tables = json.loads(subprocess.run(["nft", "-j", "list", "tables"], capture_output=True,
                                        check=True, text=True).stdout)["nftables"]
-    return {k: v for k, v in {
-        "links": [lk["ifname"] for lk in links if lk["ifname"].startswith(PREFIX)],
-        "netns": [n.split()[0] for n in netns.splitlines() if n.startswith(PREFIX)],
-        "tables": [t["table"]["name"] for t in tables
-                   if "table" in t and t["table"]["name"] == TABLE],
-    }.items() if v}
+    return host_objects(PREFIX, tables=[t["table"]["name"] for t in tables
+                                        if "table" in t and t["table"]["name"] == TABLE])
 
 
 @pytest.fixture(scope="module")
@@ -227,20 +217,20 @@ def boxes() -> Iterator[tuple[str, list[Box]]]:
     procs: list[subprocess.Popen[str]] = []
     made: list[Box] = []
     try:
-        _ip("link", "add", bridge, "type", "bridge")
-        _ip("addr", "add", f"{GATEWAY}/28", "dev", bridge)
-        _ip("link", "set", bridge, "up")
+        ip("link", "add", bridge, "type", "bridge")
+        ip("addr", "add", f"{GATEWAY}/28", "dev", bridge)
+        ip("link", "set", bridge, "up")
         for i in (1, 2):
             box = Box(f"{PREFIX}{i}", f"10.213.250.{BLOCK + 1 + i}")
-            _ip("netns", "add", box.name)
+            ip("netns", "add", box.name)
             made.append(box)
-            _ip("link", "add", f"{PREFIX}h{i}", "type", "veth", "peer", "name", "eth0",
+            ip("link", "add", f"{PREFIX}h{i}", "type", "veth", "peer", "name", "eth0",
                 "netns", box.name)
-            _ip("link", "set", f"{PREFIX}h{i}", "master", bridge, "up")
-            _ip("-n", box.name, "addr", "add", f"{box.ip}/28", "dev", "eth0")
-            _ip("-n", box.name, "link", "set", "eth0", "up")
-            _ip("-n", box.name, "link", "set", "lo", "up")
-            _ip("-n", box.name, "route", "add", "default", "via", GATEWAY)
+            ip("link", "set", f"{PREFIX}h{i}", "master", bridge, "up")
+            ip("-n", box.name, "addr", "add", f"{box.ip}/28", "dev", "eth0")
+            ip("-n", box.name, "link", "set", "eth0", "up")
+            ip("-n", box.name, "link", "set", "lo", "up")
+            ip("-n", box.name, "route", "add", "default", "via", GATEWAY)
             proc = subprocess.Popen(["ip", "netns", "exec", box.name, sys.executable, "-c",
                                      SERVER, f"box{i}"], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, text=True)
@@ -281,19 +271,6 @@ def tcp_ask(host: str, port: int, payload: bytes = b"hi") -> bytes:
         except TimeoutError:
             if attempt == 4:
                 raise
-    raise AssertionError("unreachable")
-
-
-def udp_ask(host: str, port: int, payload: bytes = b"hi") -> bytes:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(2)
-        for attempt in range(5):
-            s.sendto(payload, (host, port))
-            try:
-                return s.recv(200)
-            except TimeoutError:
-                if attempt == 4:
-                    raise
     raise AssertionError("unreachable")
 
 

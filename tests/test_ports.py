@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from conftest import needs_root, pydock_cli
-from dockerhelp import docker_busybox, docker_raw, session_leftovers
+from dockerhelp import docker_busybox, docker_raw, pd_backend, run
+from nethelp import rtt, udp_ask
 from pydock import host_image
 from pydock.backends.native.network import addresses
 from pydock.backends.native.network_ipam import peek
@@ -29,7 +30,7 @@ from pydock.store import Store
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("no_leaks")
-__all__ = ["docker_busybox", "docker_raw"]  # fixtures used here
+__all__ = ["docker_busybox", "docker_raw", "pd_backend", "run"]  # fixtures used here
 
 HTTPD = ["httpd", "-f", "-p", "80", "-h", "/etc"]
 # A UDP echo (and a TCP one telling the peer's address) in a container of pydock:host.
@@ -63,41 +64,6 @@ def http_get(host: str, port: int, path: str = "/passwd") -> bytes:
             if attempt == 4:
                 raise
     raise AssertionError("unreachable")
-
-
-def udp_ask(host: str, port: int, payload: bytes = b"hi") -> bytes:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(2)
-        for attempt in range(5):
-            s.sendto(payload, (host, port))
-            try:
-                return s.recv(2048)
-            except TimeoutError:
-                if attempt == 4:
-                    raise
-    raise AssertionError("unreachable")
-
-
-def rtt(addr: tuple[str, int], count: int = 7) -> list[float]:
-    """UDP echo round trips (seconds); a lost probe is retried."""
-    times = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(3)
-        for i in range(count):
-            for attempt in range(5):
-                payload = f"{i}.{attempt}".encode()
-                start = time.perf_counter()
-                s.sendto(payload, addr)
-                try:
-                    while s.recv(100) != payload:
-                        pass
-                except TimeoutError:
-                    continue
-                times.append(time.perf_counter() - start)
-                break
-            else:
-                raise AssertionError("5 probes in a row were lost")
-    return times
 
 
 def answered(addr: tuple[str, int], count: int = 200) -> int:
@@ -531,30 +497,6 @@ def test_cli_net_fault(echo_image: str) -> None:
 
 
 # -- the plugin ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pd_backend() -> str:
-    return "native"
-
-
-@pytest.fixture
-def run(pytester: pytest.Pytester, store_dir, pd_backend, request):  # type: ignore[no-untyped-def]
-    """Run pytest on a test file against the chosen backend's busybox image."""
-    if pd_backend == "native":
-        needs_root()
-        request.getfixturevalue("busybox_image")
-        image, options = "busybox", [f"--pydock-store={store_dir}"]
-    else:
-        image, options = request.getfixturevalue("docker_busybox"), ["--pydock-backend=docker"]
-
-    def go(**files: str) -> pytest.RunResult:
-        pytester.makepyfile(**{k: v.replace('"busybox"', f'"{image}"') for k, v in files.items()})
-        result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider", timeout=120)
-        if pd_backend == "docker":
-            assert session_leftovers(request.getfixturevalue("docker_raw")) == []
-        return result
-    return go
 
 
 @pytest.mark.parametrize("pd_backend", ["native", "docker"])

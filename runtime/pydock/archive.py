@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Self
 
-from .errors import LayerError, StoreError
+from .errors import ContainerError, LayerError, StoreError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -614,3 +614,17 @@ def tree_size(root: Path) -> int:
             seen.add(key)
         total += st.st_size
     return total
+
+
+def file_tar(path: str, data: bytes, mode: int = 0o644, mtime: int = 0) -> tuple[str, bytes]:
+    """(the directory of ``path``, a tar holding just its file with ``data``): what both
+    backends' ``put_file`` copy in.  ``path`` must name a file."""
+    parent, _, name = path.rstrip("/").rpartition("/")
+    if not name:
+        raise ContainerError(f"put_file: {path!r} is not a file path")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), mode, mtime
+        tar.addfile(info, io.BytesIO(data))
+    return parent or "/", buf.getvalue()

@@ -301,7 +301,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _each(args: argparse.Namespace, action: Any, b: NativeBackend | None = None) -> int:
+def each(args: argparse.Namespace, action: Any, b: Any = None) -> int:
+    """``action(container, ref)`` for each of ``args.containers`` on ``b`` (default: the
+    native backend; the docker commands pass theirs); errors are printed, exit 1."""
     b = b or backend(args)
     status = 0
     for ref in args.containers:
@@ -313,13 +315,13 @@ def _each(args: argparse.Namespace, action: Any, b: NativeBackend | None = None)
     return status
 
 
-def cmd_stop(args: argparse.Namespace) -> int:
+def cmd_stop(args: argparse.Namespace, b: Any = None) -> int:
     timeout = None if args.time is None else (1e9 if args.time < 0 else args.time)  # -1: ever
-    return _each(args, lambda c, ref: (c.stop(timeout), print(ref)))
+    return each(args, lambda c, ref: (c.stop(timeout), print(ref)), b)
 
 
-def cmd_kill(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: (c.kill(args.signal), print(ref)))
+def cmd_kill(args: argparse.Namespace, b: Any = None) -> int:
+    return each(args, lambda c, ref: (c.kill(args.signal), print(ref)), b)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -346,10 +348,10 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return status
 
 
-def cmd_rm(args: argparse.Namespace) -> int:
-    b = backend(args)
+def cmd_rm(args: argparse.Namespace, b: Any = None) -> int:
+    b = b or backend(args)
     try:
-        return _each(args, lambda c, ref: (c.remove(force=args.force), print(ref)), b)
+        return each(args, lambda c, ref: (c.remove(force=args.force), print(ref)), b)
     finally:
         b.close()  # the last container gone: nothing of the store stays on the host
 

@@ -11,9 +11,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import ContainerNotFound, ImageNotFound, PydockError, UsageError
+from . import containers
 from .containers import ENGINE_ERROR, run_options, status_text
 from .format import ago, format_table, truncate
 
@@ -116,7 +117,7 @@ def _attached(c: DockerContainer) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     if args.attach or args.interactive:
         raise UsageError("start -a / -i need the native backend")
-    return _each(args, lambda c, ref: (c.start(), print(ref)))
+    return containers.each(args, lambda c, ref: (c.start(), print(ref)), backend(args))
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
@@ -154,33 +155,20 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _each(args: argparse.Namespace, action: Any) -> int:
-    b = backend(args)
-    status = 0
-    for ref in args.containers:
-        try:
-            action(b.container(ref), ref)
-        except PydockError as exc:
-            print(f"pydock: error: {exc}", file=sys.stderr)
-            status = 1
-    return status
-
-
 def cmd_stop(args: argparse.Namespace) -> int:
-    timeout = None if args.time is None else (1e9 if args.time < 0 else args.time)
-    return _each(args, lambda c, ref: (c.stop(timeout), print(ref)))
+    return containers.cmd_stop(args, backend(args))
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: (c.kill(args.signal), print(ref)))
+    return containers.cmd_kill(args, backend(args))
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: print(c.wait().exit_code))
+    return containers.each(args, lambda c, ref: print(c.wait().exit_code), backend(args))
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    return _each(args, lambda c, ref: (c.remove(force=args.force), print(ref)))
+    return containers.cmd_rm(args, backend(args))
 
 
 def cmd_ps(args: argparse.Namespace) -> int:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
+from collections.abc import Callable, Iterable
 
-from ..errors import UsageError
+from ..errors import PydockError, UsageError
 
 _RFC3339 = re.compile(r"(.+?T\d\d:\d\d:\d\d)(\.\d+)?(Z|z|[+-]\d\d:\d\d)?")
 
@@ -80,3 +82,16 @@ def ago(stamp: str | None, *, suffix: str = " ago") -> str:
 
 def truncate(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def each_ref(refs: Iterable[str], action: Callable[[str], object]) -> int:
+    """Run ``action(ref)`` for every ref, printing errors and going on (like docker); the
+    exit status of the last error, else 0."""
+    status = 0
+    for ref in refs:
+        try:
+            action(ref)
+        except PydockError as exc:
+            print(f"pydock: error: {exc}", file=sys.stderr)
+            status = exc.exit_code or 1
+    return status

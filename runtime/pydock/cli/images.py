@@ -7,15 +7,14 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
 from typing import IO
 
 from ..changes import apply_changes
-from ..errors import PydockError, UsageError
+from ..errors import UsageError
 from ..inspect_image import inspect_image_doc
 from ..models import Image, ImageConfig
 from ..store import Store
-from .format import format_table, human_duration, human_size, parse_time
+from .format import each_ref, format_table, human_duration, human_size, parse_time
 
 _RAW = argparse.RawDescriptionHelpFormatter
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -157,14 +156,14 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def cmd_rmi(args: argparse.Namespace) -> int:
     store = _store(args)
-    return _each(args.images, lambda ref: print(
+    return each_ref(args.images, lambda ref: print(
         "\n".join(store.remove_image(ref, force=args.force))))
 
 
 def cmd_image_inspect(args: argparse.Namespace) -> int:
     store = _store(args)
     docs: list[dict[str, object]] = []
-    status = _each(args.images, lambda ref: docs.append(inspect_image_doc(store, ref)))
+    status = each_ref(args.images, lambda ref: docs.append(inspect_image_doc(store, ref)))
     print(json.dumps(docs, indent=4))
     return status
 
@@ -186,17 +185,5 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"Deleted stale temporary: {entry}")
     print(f"Total reclaimed space: {human_size(report.bytes_freed)}")
     return 0
-
-
-def _each(refs: Sequence[str], action: Callable[[str], object]) -> int:
-    """Run ``action(ref)`` for every ref, reporting errors and going on (like docker)."""
-    status = 0
-    for ref in refs:
-        try:
-            action(ref)
-        except PydockError as exc:
-            print(f"pydock: error: {exc}", file=sys.stderr)
-            status = exc.exit_code
-    return status
 
 

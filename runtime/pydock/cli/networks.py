@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from ..backends.native.backend import NativeBackend
 from ..backends.native.network import members
 from ..backends.native.network_ipam import Network, mac_of
-from ..errors import PydockError, UsageError
-from .format import format_table
+from ..errors import UsageError
+from .format import each_ref, format_table
 
 
 def backend(args: argparse.Namespace) -> NativeBackend:
@@ -40,20 +39,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _each(args: argparse.Namespace, refs: list[str], action: Any) -> int:
-    status = 0
-    for ref in refs:
-        try:
-            action(ref)
-        except PydockError as exc:
-            print(f"pydock: error: {exc}", file=sys.stderr)
-            status = exc.exit_code or 1
-    return status
-
-
 def cmd_rm(args: argparse.Namespace) -> int:
     b = backend(args)
-    return _each(args, args.networks, lambda ref: (b.remove_network(ref), print(ref)))
+    return each_ref(args.networks, lambda ref: (b.remove_network(ref), print(ref)))
 
 
 def network_doc(net: Network) -> dict[str, Any]:
@@ -84,7 +72,7 @@ def network_doc(net: Network) -> dict[str, Any]:
 def cmd_inspect(args: argparse.Namespace) -> int:
     b = backend(args)
     docs: list[dict[str, Any]] = []
-    status = _each(args, args.networks, lambda ref: docs.append(network_doc(b.network(ref))))
+    status = each_ref(args.networks, lambda ref: docs.append(network_doc(b.network(ref))))
     print(json.dumps(docs, indent=4))
     return status
 

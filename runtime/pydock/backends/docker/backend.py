@@ -15,6 +15,7 @@ from typing import IO, Any
 
 from ...errors import ContainerNotFound, ImageNotFound, PydockError, UsageError
 from ...models import Image, ImageConfig, ImageRef
+from ...procs import proc_start_time, process_label
 from ...spec import RunOptions, make_spec
 from ..base import Capabilities
 from .client import Endpoint, api_errors, connect, resolve_endpoint
@@ -25,24 +26,6 @@ LABEL = "pydock"  # "1" on everything pydock creates in a Docker Engine
 SESSION_LABEL = "pydock.session"  # "<pid>:<start time>" of the process that owns it
 HOST_LABEL = "pydock.host"  # the machine of that process (only its own sweep judges it)
 _OWN = object()
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Start time of a live process (clock ticks since boot; None: gone, or no /proc), to
-    tell it from a reused pid.  The native monitor's function, without importing it."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
-
-
-def process_label(pid: int | None = None) -> str:
-    """``pid:start time`` of a process (this one by default): the native sweep's scheme."""
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}:{proc_start_time(pid)}"
 
 
 def _host() -> str:

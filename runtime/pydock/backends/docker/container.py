@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ...archive import file_tar
 from ...errors import ContainerError, ContainerNotFound, ExecError, InvalidState, UsageError
 from ...models import ContainerSpec, ExecResult, ExitStatus, Image, ImageRef, Mount, PortSpec
 from ...spec import parse_signal
@@ -380,20 +381,13 @@ class DockerContainer:
     # -- files ------------------------------------------------------------------------------
     def put_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write ``data`` to the file ``path`` in the container (its directory must exist)."""
-        parent, _, name = path.rstrip("/").rpartition("/")
-        if not name:
-            raise ContainerError(f"put_file: {path!r} is not a file path")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), mode, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
+        parent, tar = file_tar(path, data, mode, mtime=int(time.time()))
         try:
             with self._errors(f"copy {path} into"):
-                self.api.put_archive(self.id, parent or "/", buf.getvalue())
+                self.api.put_archive(self.id, parent, tar)
         except ContainerError as exc:
             if "could not find the file" in str(exc).lower():
-                raise ContainerError(f"put_file: no directory {parent or '/'} in container "
+                raise ContainerError(f"put_file: no directory {parent} in container "
                                      f"{self.name}") from exc
             raise
 

@@ -21,12 +21,13 @@ from ...errors import (
     UsageError,
 )
 from ...models import ExecResult, ExitStatus, Image
+from ...procs import proc_start_time
 from ...spec import RunOptions, make_spec, parse_signal
 from ...store import Store
 from ..base import Capabilities, Status
 from .client import MonitorClient
 from .launch import write_etc_files
-from .monitor import now, proc_start_time
+from .monitor import now
 from .network import NetworkManager, default_gateway, is_networked
 from .network_ipam import Network
 from .state import ContainerDir, ContainerTable, containers_root, store_tag

@@ -12,8 +12,8 @@ nothing of its memory between clones, so its own copies stay cheap.
 (Execs are still forked by the monitor: through the factory, the extra hop cost more than
 the copy-on-write faults it saved, measured 8.2 against 7.3 ms per exec.)
 
-Messages (SOCK_SEQPACKET): ``Z`` + new_net + join_net asks for a zygote, answered by ``Z``
-+ its pid with its socket.
+Messages (SOCK_SEQPACKET): two bytes, new_net and join_net, ask for a zygote; the answer is
+its pid, with its socket.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Factory:
     def request(self, *, new_net: bool, join_net: bool) -> None:
         """Ask for a zygote (no-op while one is on its way)."""
         if self.pending is None:
-            self._send(b"Z" + bytes([new_net, join_net]))
+            self._send(bytes([new_net, join_net]))
             self.pending = (new_net, join_net)
 
     def receive(self, timeout: float | None = None) -> Zygote | None:
@@ -76,14 +76,14 @@ class Factory:
 
     def _zygote(self, answer: tuple[bytes, list[int]]) -> Zygote:
         data, fds = answer
-        assert self.pending is not None and data[:1] == b"Z" and len(fds) == 1
+        assert self.pending is not None and len(fds) == 1
         new_net, join_net = self.pending
         self.pending = None
         # Received fds are inheritable: this one must never reach a process the monitor
         # clones itself (an exec, a container without a zygote), which could then send a
         # waiting zygote (root, host mounts) a plan of its own.
         os.set_inheritable(fds[0], False)
-        return Zygote(int(data[1:]), socket.socket(fileno=fds[0]), new_net=new_net,
+        return Zygote(int(data), socket.socket(fileno=fds[0]), new_net=new_net,
                       join_net=join_net, stage=self.stage)
 
     def _send(self, data: bytes) -> None:
@@ -122,9 +122,9 @@ def _serve(sock: socket.socket, stage: bytes) -> None:
         caps.default_sets()  # computed once here, not in every zygote
         while True:
             data = sock.recv(16)
-            if len(data) < 3 or data[:1] != b"Z":
+            if len(data) != 2:  # the monitor closed its end
                 os._exit(0)
-            _zygote(sock, stage, new_net=bool(data[1]), join_net=bool(data[2]))
+            _zygote(sock, stage, new_net=bool(data[0]), join_net=bool(data[1]))
     except BaseException as exc:  # noqa: BLE001 - never return into the monitor's code
         try:
             os.write(2, f"pydock-factory: {exc!r}\n".encode())
@@ -143,5 +143,5 @@ def _zygote(sock: socket.socket, stage: bytes, *, new_net: bool, join_net: bool)
         sock.close()
         zygote_main(theirs.detach(), stage, new_net and not join_net, join_net)
     theirs.close()
-    socket.send_fds(sock, [b"Z%d" % pid], [ours.fileno()])
+    socket.send_fds(sock, [b"%d" % pid], [ours.fileno()])
     ours.close()

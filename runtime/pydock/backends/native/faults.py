@@ -533,7 +533,7 @@ def _spawn_keeper(netns: Netns, key: tuple[int, int, str], queue: int, faults: F
                   watch: int, owner: str) -> None:
     """Start a ``pydock-delay`` process holding ``queue`` in ``netns``; returns once it
     is bound (its error, e.g. EBUSY, raised here), recorded under keepers_dir()."""
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     fd = netns if isinstance(netns, int) else os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     cmd = [sys.executable, "-S", "-m", "pydock.backends.native.faults", "--netns-fd",
@@ -577,7 +577,7 @@ def _spawn_keeper(netns: Netns, key: tuple[int, int, str], queue: int, faults: F
 
 def _stop_keeper(path: Path) -> None:
     """End the keeper recorded in ``path`` (its held packets go out) and forget it."""
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     try:
         doc = json.loads(path.read_text())
         pid, start = int(doc["pid"]), doc["start"]
@@ -608,7 +608,7 @@ def _stop_keeper(path: Path) -> None:
 def sweep_keepers() -> list[str]:
     """End keepers whose watched process is gone (they end by themselves; this is for a
     keeper that could not), and forget dead ones.  Returns what was done."""
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     done = []
     try:
         paths = sorted(keepers_dir().glob("*.json"))

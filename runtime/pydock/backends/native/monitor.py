@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ...errors import PydockError
 from ...models import ContainerSpec
+from ...procs import proc_start_time
 from . import syscalls as sc
 from .cgroups import Cgroup
 from .factory import Factory, FactoryGone
@@ -50,19 +51,6 @@ ZYGOTE_WAIT = 1.0  # seconds a start waits for the zygote on its way before clon
 def now() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
-
-
-def proc_start_time(pid: int) -> int | None:
-    """Start time of a process (clock ticks since boot), to tell it from a reused pid."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):  # dead, not yet reaped: gone for our purposes
-        return None
-    return int(fields[19])
 
 
 def exit_code(status: int) -> int:
@@ -182,7 +170,6 @@ class Monitor:
         replaced by the kind this container needed."""
         if spec.network == "host" or needs_cgroup(spec):
             return None
-        self.reap()  # (a zygote that died waiting is no candidate)
         if (not self.zygotes and self.factory is not None and self.factory.pending
                 and self.factory.pending[1] == join_net):
             self.receive_zygote(timeout=ZYGOTE_WAIT)

@@ -145,12 +145,12 @@ class Lease:
 
 
 def alive(pid: int, start: int | None) -> bool:
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     return bool(pid) and proc_start_time(pid) == start
 
 
 def holder_of(pid: int) -> dict[str, Any]:
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     return {"pid": pid, "start": proc_start_time(pid)}
 
 

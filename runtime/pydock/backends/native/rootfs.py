@@ -32,9 +32,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal, NoReturn
 
-from ...archive import write_layer_tar
+from ...archive import file_tar, write_layer_tar
 from ...errors import ContainerError, PydockError
 from ...models import Image, ImageConfig, ImageRef
+from ...procs import proc_start_time
 from ...spec import DEFAULT_PATH
 from . import syscalls as sc
 from .hostview import is_host_reference, mount_host_view, plan_host_view
@@ -46,7 +47,6 @@ from .layerview import (
     lower_names,
     lstat_or_none,
 )
-from .monitor import proc_start_time
 
 if TYPE_CHECKING:
     from .backend import NativeContainer
@@ -509,16 +509,8 @@ def copy_in(c: NativeContainer, fileobj: IO[bytes], dest_dir: str, *,
 
 def put_file(c: NativeContainer, path: str, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to the file ``path`` in the container (its directory must exist)."""
-    parent, _, name = path.rstrip("/").rpartition("/")
-    if not name:
-        raise ContainerError(f"put_file: {path!r} is not a file path")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), mode
-        tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    copy_in(c, buf, parent or "/")
+    parent, tar = file_tar(path, data, mode)
+    copy_in(c, io.BytesIO(tar), parent)
 
 
 def safe_extract(tar: tarfile.TarFile, dest: str, *, owner: tuple[int, int] | None,

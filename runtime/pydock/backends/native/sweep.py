@@ -29,7 +29,7 @@ def settle(cdir: ContainerDir, state: dict[str, Any]) -> dict[str, Any]:
 
 def settle_dead(table: ContainerTable) -> tuple[list[str], int]:
     """Settle the containers whose monitor died; returns (their ids, how many still run)."""
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     swept, running = [], 0
     for cid in table.ids():
         cdir = ContainerDir(table.root / cid)
@@ -58,7 +58,7 @@ def sweep(table: ContainerTable) -> list[str]:
     """Settle dead containers of this store, free cgroups of dead monitors, delete the
     tmpfs run directories of stores that no longer exist, and sweep the networks
     (network.sweep_networks).  Returns the settled ids."""
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     swept, _ = settle_dead(table)
     table.prune_exits()
     for spare in stale_spares(cgroup_prefix(table.root),
@@ -92,7 +92,7 @@ def _session_gone(cdir: ContainerDir) -> bool:
 
 def session_gone(label: str | None) -> bool:
     """Whether the test session a ``pydock.session=pid:start`` label names has ended."""
-    from .monitor import proc_start_time
+    from ...procs import proc_start_time
     if not label or ":" not in label:
         return False
     pid, _, start = label.partition(":")
