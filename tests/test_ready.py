@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydock.errors import InvalidState
 from pydock.ready import ExecProbe, HttpProbe, LogProbe, NotReady, PortProbe, wait_ready
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -44,3 +45,23 @@ def test_timeout_names_the_missing_probe(backend) -> None:
         wait_ready(c, [PortProbe(9999)], timeout=0.3)
     assert "not ready after 0.3 s" in str(info.value) and "starting" in str(info.value)
     c.remove(force=True)
+
+
+class _GoneBetweenChecks:
+    """A probe whose container exits while it checks (the race a fast-dying service hits)."""
+
+    def check(self, container) -> bool:  # type: ignore[no-untyped-def]
+        container.wait(10)
+        raise InvalidState(f"container {container.name} is not running")
+
+    def describe(self) -> str:
+        return "a probe that needs the running container"
+
+
+def test_a_container_that_dies_during_a_check_fails_with_its_exit(backend) -> None:
+    c = backend.run("busybox", command=["sh", "-c", "sleep 0.2; echo bye >&2; exit 3"])
+    try:
+        with pytest.raises(NotReady, match="exited with status 3 before it was ready"):
+            wait_ready(c, [_GoneBetweenChecks()], timeout=10)
+    finally:
+        c.remove(force=True)

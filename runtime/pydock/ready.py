@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from .errors import ContainerError
+from .errors import ContainerError, PydockError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -191,7 +191,13 @@ def wait_ready(container: AnyContainer, probes: Sequence[Probe], *, timeout: flo
     start = time.monotonic()
     pending = list(probes)
     while True:
-        pending = [p for p in pending if not p.check(container)]
+        try:
+            pending = [p for p in pending if not p.check(container)]
+        except PydockError:
+            # a probe that needs the running container (its netns, an exec) fails once it
+            # exited between two checks: that is the exit below, not the probe's error
+            if container.state().get("status") == "running":
+                raise
         if not pending:
             return time.monotonic() - start
         state = container.state()
