@@ -34,6 +34,7 @@ from pydock.ready import (
     HealthcheckProbe,
     HttpProbe,
     LogProbe,
+    NotReady,
     PortProbe,
     Probe,
     last_log_lines,
@@ -97,6 +98,26 @@ class Container:
         """Everything it wrote to stdout and stderr so far."""
         out, err = self._c.logs()
         return (out + err).decode(errors="replace")
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
+        """Wait for a line of its output matching the regex ``pattern``; that line.
+
+        Read what a test's own request made it print this way, not with one ``logs()``:
+        a Docker daemon hands a container's output on a moment after it was written.
+        Raises NotReady, with the last log lines, after ``timeout`` seconds or once the
+        container exited without printing it.
+        """
+        probe = LogProbe(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            running = self._c.state().get("status") == "running"
+            if (line := probe.line(self._c)) is not None:
+                return line
+            if not running or time.monotonic() > deadline:
+                why = "exited" if not running else f"after {timeout:g} s"
+                raise NotReady(f"container {self.name}: no log line matching {pattern!r} "
+                               f"({why})\n{last_log_lines(self._c)}")
+            time.sleep(0.02)
 
     def put(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
         """Write a file into the container (its directory must exist)."""

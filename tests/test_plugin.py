@@ -67,6 +67,29 @@ def test_failing_test_report_shows_its_containers(run) -> None:
 
 
 @BOTH
+def test_wait_for_log_returns_a_later_line_and_names_a_missing_one(run) -> None:
+    result = run(test_log="""
+        import pytest
+        from pydock.ready import NotReady
+
+        def test_later_line(pydock):
+            with pydock.run("busybox", "sleep 0.3; echo request 7 done; sleep 300") as c:
+                assert c.wait_for_log(r"request \\d+ done", timeout=10) == "request 7 done"
+
+        def test_exits_without_it(pydock):
+            with pydock.run("busybox", "echo only this; exit 3") as c:
+                with pytest.raises(NotReady, match="(?s)no log line matching 'never'.*only this"):
+                    c.wait_for_log("never", timeout=30)
+
+        def test_times_out(pydock):
+            with pydock.run("busybox", "sleep 300") as c:
+                with pytest.raises(NotReady, match=r"after 0.3 s"):
+                    c.wait_for_log("never", timeout=0.3)
+    """)
+    result.assert_outcomes(passed=3)
+
+
+@BOTH
 def test_container_dying_before_ready_is_a_clear_error(run) -> None:
     result = run(test_dies="""
         import pytest

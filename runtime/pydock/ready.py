@@ -109,10 +109,14 @@ class LogProbe:
     pattern: str
 
     def check(self, container: AnyContainer) -> bool:
+        return self.line(container) is not None
+
+    def line(self, container: AnyContainer) -> str | None:
+        """The first line of its output that matches, if any."""
         out, err = container.logs()
         rx = re.compile(self.pattern)
-        return any(rx.search(line) for line in
-                   (out + b"\n" + err).decode(errors="replace").splitlines())
+        return next((line for line in (out + b"\n" + err).decode(errors="replace").splitlines()
+                     if rx.search(line)), None)
 
     def describe(self) -> str:
         return f"log line matching {self.pattern!r}"

@@ -32,7 +32,7 @@ def test_bad_input_is_a_400(api) -> None:
 
 def test_the_log_shows_the_requests(app, api) -> None:
     api.call("GET", "/notes")
-    assert "GET /notes -> 200" in app.logs()
+    assert app.wait_for_log(r"^GET /notes -> 200$") == "GET /notes -> 200"
 
 
 def test_the_image_is_unchanged_by_a_test(pydock, app_image) -> None:
