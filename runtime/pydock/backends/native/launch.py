@@ -320,14 +320,26 @@ class Zygote:
 
     def discard(self) -> None:
         """End the waiting child (unless already reaped: its pid may be another's now)."""
-        self.sock.close()
-        if not self.alive:
-            return
-        self.alive = False
+        discard_all([self])
+
+
+def discard_all(zygotes: list[Zygote]) -> None:
+    """End waiting zygotes: all are killed first, then reaped, so that they die (and
+    their namespaces go) side by side."""
+    killed = []
+    for zygote in zygotes:
+        zygote.sock.close()
+        if zygote.alive:
+            zygote.alive = False
+            try:
+                os.kill(zygote.pid, 9)
+                killed.append(zygote.pid)
+            except ProcessLookupError:
+                pass
+    for pid in killed:
         try:
-            os.kill(self.pid, 9)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
+            os.waitpid(pid, 0)
+        except ChildProcessError:
             pass
 
 

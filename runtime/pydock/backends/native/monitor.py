@@ -33,6 +33,7 @@ from .factory import Factory, FactoryGone
 from .launch import (
     Console,
     Zygote,
+    discard_all,
     needs_cgroup,
     recv,
     send,
@@ -177,8 +178,7 @@ class Monitor:
         for i, zygote in enumerate(self.zygotes):
             if zygote.fits(spec, stage, join_net):
                 return self.zygotes.pop(i)
-        for zygote in self.zygotes:
-            zygote.discard()
+        discard_all(self.zygotes)
         self.zygotes = []
         return None
 
@@ -318,8 +318,7 @@ class Monitor:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        for zygote in self.zygotes:
-            zygote.discard()
+        discard_all(self.zygotes)
         self.zygotes = []
         if self.factory is not None:
             self.factory.close()
@@ -353,7 +352,10 @@ class Monitor:
             factory = self.factory
             if factory is not None and factory.pending:
                 readers.append(factory.sock)
-            timeout = IDLE if self.trash else 0.005 if self.draining else 5.0
+            # removed containers wait for an idle moment; with the client gone, none
+            # is needed
+            timeout = ((IDLE if self.sock is not None else 0) if self.trash else
+                       0.005 if self.draining else 5.0)
             try:
                 ready, _, _ = select.select(readers, [], [], timeout)
             except InterruptedError:
@@ -414,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
     monitor = Monitor(sock, Path(args.store), detach=args.detach)
     monitor.serve()
     drain(monitor.draining)
-    sys.exit(0)
+    sys.stderr.flush()
+    os._exit(0)  # its work is done: no interpreter teardown for the client to wait out
 
 
 if __name__ == "__main__":
