@@ -205,6 +205,9 @@ class Monitor:
             if cdir.id == cid:
                 self.doomed.add(cid)
                 try:
+                    # Its teardown (the exit of its processes, the kernel's unmapping) runs
+                    # at the lowest priority, behind the start of the next container.
+                    os.setpriority(os.PRIO_PROCESS, pid, 19)
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
