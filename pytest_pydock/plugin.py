@@ -112,6 +112,24 @@ def _docker_backend(settings: Settings) -> Any:
     return DockerBackend() if settings.keep is Keep.NEVER else DockerBackend(session_label=None)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When a collected test uses the fixtures, the engine starts loading now, while
+    pytest goes on to the first test (and its session fixtures)."""
+    config = session.config
+    if config.option.collectonly or config.stash[settings_key].keep is not Keep.NEVER:
+        return
+    if not any({"pydock", "container"} & set(getattr(item, "fixturenames", ()))
+               for item in session.items):
+        return
+    try:
+        pd = _session(config)
+    except Exception:  # noqa: BLE001 - the fixture reports it, as the error of each test
+        return
+    warm = getattr(pd.backend, "warm", None)
+    if warm is not None:
+        warm()
+
+
 def _session(config: pytest.Config) -> PydockSession:
     if session_key not in config.stash:
         settings = config.stash[settings_key]

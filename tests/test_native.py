@@ -398,3 +398,21 @@ def test_mount_targets_resolve_symlinks_inside_the_container(backend, tmp_path) 
     c.remove()
     assert out.split("\n")[:2] == ["vol", "1"]
     assert not os.path.exists("/pydock-escape") and not os.path.exists("/etc/pydock-escape")
+
+
+def test_the_monitor_keeps_its_bytecode_under_the_store_where_none_may_be_written(
+        monkeypatch, tmp_path) -> None:
+    """With PYTHONDONTWRITEBYTECODE the monitor, which starts in every session, would
+    compile its modules every time: it caches them under the store instead."""
+    from pydock.backends.native.client import _monitor_env
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
+    env = _monitor_env(tmp_path)
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+    assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / "runtime" / "pycache")
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", "/elsewhere")  # the user's choice stands
+    env = _monitor_env(tmp_path)
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["PYTHONPYCACHEPREFIX"] == "/elsewhere"
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE")
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX")
+    assert "PYTHONPYCACHEPREFIX" not in _monitor_env(tmp_path)

@@ -329,6 +329,38 @@ def hanging_session(pytester: pytest.Pytester, store_dir) -> subprocess.Popen[by
     return proc
 
 
+def test_the_engine_starts_loading_when_collection_finds_container_tests(run) -> None:
+    """The monitor is spawned at the end of collection (it loads while pytest goes on),
+    before any fixture of the session ran; a session without such tests starts none."""
+    checks = """
+        import os, pytest
+
+        def monitors():
+            me = str(os.getpid())
+            return [p for p in os.listdir("/proc") if p.isdigit() and
+                    open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == me and
+                    b"pydock.backends.native.monitor" in open(f"/proc/{p}/cmdline", "rb").read()]
+
+        @pytest.fixture(scope="session", autouse=True)
+        def before_any_container():
+            return monitors()
+    """
+    result = run(test_warm=checks + """
+        def test_plain(before_any_container):
+            assert len(before_any_container) == 1
+
+        @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
+        def test_uses(container):
+            assert container.status == "running"
+    """)
+    result.assert_outcomes(passed=2)
+    result = run("-k", "plain", test_warm=checks + """
+        def test_plain(before_any_container):
+            assert before_any_container == []
+    """)
+    result.assert_outcomes(passed=1)
+
+
 def test_sigkill_of_pytest_leaves_nothing(pytester, store_dir, busybox_image) -> None:
     proc = hanging_session(pytester, store_dir)
     assert leftovers(store_dir)  # a container is running

@@ -77,6 +77,19 @@ class NativeBackend:
                 self._monitor = MonitorClient(self.store.root)
             return self._monitor
 
+    def warm(self) -> None:
+        """Start the session monitor now without waiting for it: it loads (~0.1 s) while
+        this process sweeps and goes on, and the first start waits less.  A host that
+        cannot run containers is reported by the first create, not here."""
+        with self._lock:
+            if self._monitor is None:
+                try:
+                    check_host()
+                except EngineUnavailable:
+                    return
+                self._monitor = MonitorClient(self.store.root)
+                self._sweep_once()
+
     def close(self) -> None:
         """Stop the session monitor (containers it still runs are killed); when the store
         has no container left, remove its run directory from the host."""
