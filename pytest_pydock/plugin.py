@@ -17,48 +17,25 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from pydock import BuildError, EngineUnavailable, NativeBackend, PydockError, Store
-from pydock.ready import Probe
+from pydock.errors import BuildError, EngineUnavailable, PydockError
 
 from . import hookspecs
-from .session import Container, Keep, PydockSession
+from .options import Keep, Settings
+
+if TYPE_CHECKING:  # the engine is imported when a test needs it, not at every pytest run
+    from pydock.ready import Probe
+
+    from .session import Container, PydockSession
 
 KEPT_SHELL = "pydock --store {store} exec -it {name} sh"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The plugin's options, read once from the command line and ini file."""
-
-    backend: str
-    store: str | None
-    keep: Keep
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> Settings:
-        def get(name: str) -> Any:
-            value = config.getoption(f"pydock_{name}")
-            return value if value is not None else config.getini(f"pydock_{name}")
-
-        keep = get("keep") or "never"
-        try:
-            keep_value = Keep(keep)
-        except ValueError:
-            raise pytest.UsageError(
-                f"--pydock-keep: {keep!r}: use never, failed or always") from None
-        backend = get("backend") or "auto"
-        if backend not in ("auto", "native", "docker"):
-            raise pytest.UsageError(f"--pydock-backend: {backend!r}: use auto, native or docker")
-        return cls(backend=backend, store=get("store") or None, keep=keep_value)
-
-
 settings_key = pytest.StashKey[Settings]()
 current_test_key = pytest.StashKey[str | None]()
-session_key = pytest.StashKey[PydockSession]()
+session_key = pytest.StashKey["PydockSession"]()
 outcome_key = pytest.StashKey[str]()
 
 
@@ -103,6 +80,7 @@ def pytest_pydock_select_backend(config: pytest.Config, name: str) -> Any:
             except EngineUnavailable as docker:
                 raise EngineUnavailable(
                     f"no container engine: native: {native}; docker: {docker}") from None
+    from pydock import NativeBackend, Store
     return NativeBackend(Store(settings.store) if settings.store else None)
 
 
@@ -132,6 +110,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _session(config: pytest.Config) -> PydockSession:
     if session_key not in config.stash:
+        from .session import PydockSession
         settings = config.stash[settings_key]
         backend = config.hook.pytest_pydock_select_backend(config=config, name=settings.backend)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -235,6 +214,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     pd = config.stash.get(session_key, None)
     if pd is None or not (pd.records or pd.builds):
         return
+    from pydock import NativeBackend
     median = pd.median_start()
     terminalreporter.write_sep("-", "pydock")
     if pd.builds:

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import enum
 import io
 import os
 import statistics
@@ -41,6 +40,8 @@ from pydock.ready import (
     wait_ready,
 )
 
+from .options import Keep
+
 if TYPE_CHECKING:
     from pydock import BuildReporter, BuildResult, DockerBackend, DockerContainer
 
@@ -54,14 +55,6 @@ def publish_specs(ports: Ports) -> list[str]:
     host port), ``{8000: 18000}`` (that one), ``{8000: None}`` (a free one)."""
     items = ports.items() if isinstance(ports, Mapping) else ((p, None) for p in ports)
     return [f"127.0.0.1:{'' if host is None else host}:{port}" for port, host in items]
-
-
-class Keep(enum.Enum):
-    """Which containers outlive their test: none, those of failed tests, all."""
-
-    NEVER = "never"
-    FAILED = "failed"
-    ALWAYS = "always"
 
 
 class Container:

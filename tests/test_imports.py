@@ -31,3 +31,13 @@ def test_importing_one_submodule_loads_only_what_it_needs() -> None:
             "print('pydock.store' in sys.modules, 'filelock' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.split() == ["False", "False"], r.stderr
+
+
+def test_the_plugin_loads_no_engine_until_a_test_needs_one() -> None:
+    """pytest loads the plugin in every run of a project that has it installed: that
+    costs no engine import (the store, a backend, the readiness probes' HTTP client)."""
+    code = ("import sys, pytest, pytest_pydock.plugin\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydock'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['pydock', 'pydock.errors']"
