@@ -13,7 +13,6 @@ import os
 import pickle
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from ...errors import ExecError, StartError
@@ -356,12 +355,9 @@ def start_container(cdir: ContainerDir, store_root: Path,
                     console: Console | None = None,
                     zygote: Zygote | None = None,
                     stdin_fd: int | None = None,
-                    netns_fd: int | None = None,
-                    launched: Callable[[int, Cgroup], None] | None = None
-                    ) -> tuple[int, Cgroup]:
+                    netns_fd: int | None = None) -> tuple[int, Cgroup]:
     """Clone the container's PID 1; returns (host pid, cgroup) once its workload exec'd.
     ``netns_fd``: a network namespace (bridge networks) PID 1 joins before its workload.
-    ``launched(pid, cgroup)`` is called while PID 1 sets up, before its outcome is known.
 
     Raises StartError naming the failed setup step; nothing of the attempt remains then.
     """
@@ -440,8 +436,6 @@ def start_container(cdir: ContainerDir, store_root: Path,
         for fd in opened:
             os.close(fd)
         opened = []
-        if launched is not None:
-            launched(pid, cgroup)
         report = read_error(rfd)
         if report is not None:
             _kill_and_reap(pid)

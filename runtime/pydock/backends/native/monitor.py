@@ -143,28 +143,14 @@ class Monitor:
         if stdio is None and cdir.spec.stdin_open:
             # -d -i: stdin stays open (and empty) while the container runs, as with docker
             stdin_fd, hold = os.pipe2(os.O_CLOEXEC)
-        prior = cdir.read_state()
-        running: dict[str, object] = {}
-
-        def launched(pid: int, cgroup: Cgroup) -> None:
-            # Written while PID 1 sets up (~2.5 ms), not after: the reply waits for less.
-            running.update(status="running", pid=pid, pid_start=proc_start_time(pid),
-                           ports=published or None, monitor_pid=os.getpid(),
-                           monitor_start=self.start_time, started_at=now(),
-                           finished_at=None, exit_code=None, oom_killed=False, error="",
-                           cgroup=cgroup.to_json())
-            cdir.write_state(**running)
-
         try:
             pid, cgroup = start_container(cdir, self.store_root, stdio, console, zygote,
-                                          stdin_fd, netns_fd, launched)
+                                          stdin_fd, netns_fd)
             if hold is not None:
                 self.stdin_holds[pid] = hold
                 hold = None
         except PydockError as exc:
-            # as before the attempt, with its error
-            cdir.write_state(**({k: prior.get(k) for k in running} | {
-                "status": "created", "exit_code": exc.exit_code, "error": str(exc)}))
+            cdir.write_state(status="created", exit_code=exc.exit_code, error=str(exc))
             raise
         finally:
             if hold is not None:
@@ -172,6 +158,11 @@ class Monitor:
         self.containers[pid] = (cdir, cgroup)
         if port_fds:  # held while it runs: no other process can take those host ports
             self.port_holds[pid] = [os.dup(fd) for fd in port_fds]
+        cdir.write_state(status="running", pid=pid, pid_start=proc_start_time(pid),
+                         ports=published or None,
+                         monitor_pid=os.getpid(), monitor_start=self.start_time,
+                         started_at=now(), finished_at=None, exit_code=None,
+                         oom_killed=False, error="", cgroup=cgroup.to_json())
         return {"ok": True, "pid": pid}
 
     def take_zygote(self, spec: ContainerSpec, join_net: bool) -> Zygote | None:
