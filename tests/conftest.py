@@ -233,17 +233,12 @@ def no_leaks(store_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """The test run leaves no bridge of ours: the default one goes once idle (as `pydock gc`
-    does); user networks of the tests' sessions were removed by them or by the sweep."""
+    """The test run leaves no bridge of ours: what a test killed on purpose (SIGKILL of a
+    session) left, the sweep removes, as the next start of any pydock does."""
     if os.geteuid() != 0 or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     try:
-        from pydock.backends.native.network import NetworkManager, sweep_networks
+        from pydock.backends.native.network import sweep_networks
     except ImportError:  # no networking here: nothing to clean
         return
     sweep_networks()
-    manager = NetworkManager(session.config.rootpath, "00000000", pool_size=0)
-    try:
-        manager.remove_idle_default()
-    finally:
-        manager.close()

@@ -312,6 +312,47 @@ def test_sigkill_of_a_client_leaks_nothing_after_the_next_sweep(store_dir, busyb
     b.close()
 
 
+def test_the_default_bridge_goes_with_its_last_user(store_dir, busybox_image) -> None:
+    """A backend that used the default network removes its bridge and firewall table when it
+    closes with nothing left on it; one kept alive by a detached container stays until
+    that is removed; after a SIGKILLed user the next sweep removes it."""
+    needs_root()
+    from pydock.backends.native.backend import NativeBackend
+    b = NativeBackend(store_dir)
+    b.run("busybox", command=["true"]).wait(10)
+    assert os.path.exists("/sys/class/net/pdk0") and "pdk0" in fw.bridges()
+    b.close()
+    assert not os.path.exists("/sys/class/net/pdk0") and "pdk0" not in fw.bridges()
+    assert fw.TABLE not in subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                          text=True).stdout
+    b = NativeBackend(store_dir)
+    kept = b.create("busybox", command=["sleep", "100"])
+    kept.start(detach=True)
+    b.close()
+    assert os.path.exists("/sys/class/net/pdk0")  # the detached container still uses it
+    b = NativeBackend(store_dir)
+    b.container(kept.id).remove(force=True)
+    b.close()
+    assert not os.path.exists("/sys/class/net/pdk0")
+    script = textwrap.dedent(f"""
+        import time
+        from pydock.backends.native.backend import NativeBackend
+        b = NativeBackend({str(store_dir)!r})
+        b.run("busybox", command=["sleep", "100"])
+        print("up", flush=True)
+        time.sleep(100)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"up\n"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists("/sys/class/net/pdk0") and time.monotonic() < deadline:
+        NativeBackend(store_dir).sweep()  # its monitor is on its way out meanwhile
+        time.sleep(0.1)
+    assert not os.path.exists("/sys/class/net/pdk0")
+
+
 def test_sweep_removes_networks_of_a_deleted_store(tmp_path) -> None:
     needs_root()
     from pydock.backends.native.backend import NativeBackend

@@ -99,6 +99,12 @@ class NativeBackend:
                 self._monitor = None
             if self._network is not None:
                 self._network.close()
+                # the default bridge goes with its last user: nothing of ours stays on
+                # the host (the next networked container makes it again)
+                try:
+                    self._network.remove_idle_default()
+                except Exception:  # noqa: BLE001 - the next sweep removes it
+                    pass
                 self._network = None
         self.tidy()
 

@@ -173,24 +173,16 @@ class NetworkManager:
         self._ready.add(net.id)
 
     def _remove_bridge(self, st: NetState, net: Network) -> None:
-        from . import network_firewall as fw
-        delete_links([net.bridge])
-        fw.uninstall(net.bridge)
-        st.mark_firewall(net.bridge, False)
-        st.drop_network(net.id)
+        _remove_bridge(st, net)
         self._ready.discard(net.id)
         self._resolved = {k: v for k, v in self._resolved.items() if v.id != net.id}
 
     def remove_idle_default(self) -> str | None:
-        """``pydock gc``: remove the default network's bridge (and with the last bridge, the
-        firewall table) while no container or pool holds an address on it; the next
-        networked container makes it again.  Returns the bridge removed, if any."""
+        """Remove the default network's bridge (and with the last bridge, the firewall
+        table) while no container or pool holds an address on it; the next networked
+        container makes it again.  Returns the bridge removed, if any."""
         with ipam.locked() as st:
-            net = st.default()
-            if net is None or st.live_leases(net.id):
-                return None
-            self._remove_bridge(st, net)
-            return net.bridge
+            return _remove_idle_default(st)
 
     def networks(self) -> list[Network]:
         """The builtin networks and this store's user networks."""
@@ -282,7 +274,14 @@ class NetworkManager:
         from .network_link import add_interface, new_netns
         with ipam.locked() as st:
             if st.network(net.id) is None:
-                raise NetworkError(f"network {net.name} was removed")
+                if net.bridge != ipam.DEFAULT_BRIDGE:
+                    raise NetworkError(f"network {net.name} was removed")
+                # another session removed the default bridge, idle at its end: remake it
+                old, net = net.id, self._default(st)
+                self._ensure_bridge(st, net)
+                with self._lock:
+                    self._resolved = {k: net if v.id == old else v
+                                      for k, v in self._resolved.items()}
             ip = st.allocate(net, ipam.holder_of(os.getpid()))
             host_if = self._host_ifname()
             st.update_lease(net.id, ip, ifname=host_if, dev="eth0")
@@ -638,6 +637,9 @@ def sweep_networks() -> list[str]:
         for net in doomed:
             st.drop_network(net.id)
             removed.append(f"network {net.name}")
+        idle = _remove_idle_default(st)  # its last user was killed before its end
+        if idle is not None:
+            removed.append(f"bridge {idle}")
         from .portmap import sweep_published
         removed += sweep_published(st)  # DNAT rules of containers whose lease is gone
         gone_fw = [b for b in st.firewalled() if not os.path.exists(f"/sys/class/net/{b}")]
@@ -648,6 +650,25 @@ def sweep_networks() -> list[str]:
                 st.mark_firewall(bridge, False)
                 removed.append(f"firewall rules of {bridge}")
     return removed
+
+
+def _remove_bridge(st: NetState, net: Network) -> None:
+    """A network's bridge, firewall rules and record (under the lock)."""
+    from . import network_firewall as fw
+    delete_links([net.bridge])
+    fw.uninstall(net.bridge)
+    st.mark_firewall(net.bridge, False)
+    st.drop_network(net.id)
+
+
+def _remove_idle_default(st: NetState) -> str | None:
+    """The default network's bridge, removed when no live lease holds an address on it
+    (under the lock); returns it, if removed."""
+    net = st.default()
+    if net is None or st.live_leases(net.id):
+        return None
+    _remove_bridge(st, net)
+    return net.bridge
 
 
 def members(net_id: str) -> list[Lease]:
