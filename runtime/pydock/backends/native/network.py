@@ -187,9 +187,7 @@ class NetworkManager:
     def networks(self) -> list[Network]:
         """The builtin networks and this store's user networks."""
         st = ipam.peek()
-        default = st.default() or ipam.Network(
-            id="", name=DEFAULT_NAME, subnet=str(ipam.default_subnet()),
-            gateway=default_gateway(), bridge=ipam.DEFAULT_BRIDGE)
+        default = _default_or_planned(st)
         mine = sorted((n for n in st.networks() if n.store == self.store),
                       key=lambda n: n.name)
         return [default, ipam.pseudo_network("host"), ipam.pseudo_network("none"), *mine]
@@ -216,7 +214,8 @@ class NetworkManager:
             if any(n.name == name and n.store == self.store for n in st.networks()):
                 raise NetworkError(f"network with name {name} already exists")
             if want is not None:
-                for other in st.networks():
+                # the default network's range stays its own while its bridge is removed
+                for other in [_default_or_planned(st), *st.networks()]:
                     if other.subnet and want.overlaps(ipaddress.IPv4Network(other.subnet)):
                         raise NetworkError(f"subnet {want} overlaps network {other.name} "
                                            f"({other.subnet}, bridge {other.bridge})")
@@ -650,6 +649,14 @@ def sweep_networks() -> list[str]:
                 st.mark_firewall(bridge, False)
                 removed.append(f"firewall rules of {bridge}")
     return removed
+
+
+def _default_or_planned(st: NetState) -> Network:
+    """The default network, or, while it is not made (removed when idle), the one the next
+    networked container makes (no id)."""
+    return st.default() or ipam.Network(
+        id="", name=DEFAULT_NAME, subnet=str(ipam.default_subnet()),
+        gateway=default_gateway(), bridge=ipam.DEFAULT_BRIDGE)
 
 
 def _remove_bridge(st: NetState, net: Network) -> None:
