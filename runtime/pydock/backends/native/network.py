@@ -370,7 +370,8 @@ class NetworkManager:
         nets = [self.resolve(e.network) for e in eps]
         self.release(cdir.id)  # a restart: the old addresses are free
         entry = self.take(nets[0])
-        plugged = [(nets[0], entry.ip, entry.host_ifname, "eth0")]
+        # entry.network: the default network made again if another session removed it
+        plugged = [(entry.network, entry.ip, entry.host_ifname, "eth0")]
         try:
             for i, net in enumerate(nets[1:], 1):
                 plugged.append(self._plug(entry.fd, net, f"eth{i}", default_route=False))
