@@ -155,7 +155,8 @@ def leftovers(store_dir: Path) -> dict[str, list[str]]:
                 comm = f.read().strip()
         except OSError:
             continue
-        if comm in ("pydock-monitor", "pydock-init") and str(store_dir) in cmdline:
+        if comm in ("pydock-monitor", "pydock-factory", "pydock-zygote", "pydock-init") and \
+                str(store_dir) in cmdline:
             found["processes"].append(f"{pid} {comm} {cmdline}")
         elif comm == "pydock-delay" and any(d in cmdline for d in run_dirs):
             found["processes"].append(f"{pid} {comm} {cmdline}")

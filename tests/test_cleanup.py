@@ -143,6 +143,27 @@ def test_containers_live_on_tmpfs_and_leave_nothing_after_the_last_rm(
     assert not run_dir.exists()
 
 
+def test_what_a_client_sends_before_closing_is_done_with_its_events_unread(
+        store_dir, busybox_image) -> None:
+    """A client that closes with the monitor's events unread resets the connection (the
+    kernel reports ECONNRESET first): the removal it sent before still happens."""
+    needs_root()
+    import time
+
+    from pydock.backends.native.backend import NativeBackend
+
+    b = NativeBackend(store_dir)
+    c = b.run("busybox", command=["true"], network="none")
+    deadline = time.monotonic() + 10
+    while c.dir.read_state().get("status") == "running":  # its exit event stays unread
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    run_dir = c.dir.path.parent.parent
+    c.remove()  # its files are left to the monitor
+    b.close()
+    assert not run_dir.exists()
+
+
 def test_sweep_deletes_run_dirs_of_deleted_stores(tmp_path, busybox_tar) -> None:
     needs_root()
     import shutil

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -31,6 +32,20 @@ def test_importing_one_submodule_loads_only_what_it_needs() -> None:
             "print('pydock.store' in sys.modules, 'filelock' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.stdout.split() == ["False", "False"], r.stderr
+
+
+def test_the_zygote_factory_stays_small() -> None:
+    """Every page a zygote writes is copied from the factory: the factory's process imports
+    none of the standard library's larger modules (factory.py, child.py)."""
+    code = ("import sys, pydock.backends.native.factory\n"
+            "print(sorted({'collections', 'dataclasses', 'enum', 'functools', 'json', "
+            "'pathlib', 'pickle', 'signal', 'socket', 'typing'} & set(sys.modules)))")
+    import pydock
+    root = os.path.dirname(os.path.dirname(pydock.__file__))  # as the monitor finds it
+    r = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=root))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 def test_the_plugin_loads_no_engine_until_a_test_needs_one() -> None:

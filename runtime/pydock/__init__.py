@@ -12,8 +12,11 @@ nothing else.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# Nothing but the standard library's lightest here: every process of pydock imports this
+# package first, the zygote factory (backends/native/factory.py) included.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Where each public name lives.  Loaded on first use (PEP 562), so that importing one
 # submodule (the monitor process imports only what it needs) does not load them all.
@@ -60,6 +63,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'pydock' has no attribute {name!r}")
+    import importlib
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

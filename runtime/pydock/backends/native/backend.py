@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import struct
 import sys
 import threading
@@ -448,7 +449,12 @@ class NativeContainer:
             except (InvalidState, TimeoutError):
                 pass
         self._release_addresses()
-        self.backend.table.delete(self.dir)
+        trash = self.backend.table.discard(self.dir)  # gone for every lookup from now
+        client = self.backend._monitor
+        # Its files are deleted by the session monitor when idle (or at its exit).
+        if trash is not None and not (client is not None and
+                                      client.notify({"op": "purge", "path": str(trash)})):
+            shutil.rmtree(trash, ignore_errors=True)
 
     def _release_addresses(self) -> None:
         if self.spec.ports:  # its monitor removed them when it exited; unless it died

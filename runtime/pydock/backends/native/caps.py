@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 CAPS = {
     "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
     "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
@@ -22,7 +20,6 @@ DOCKER_DEFAULT = (
 )
 
 
-@functools.lru_cache(maxsize=1)
 def last_cap() -> int:
     """The highest capability number this kernel knows."""
     try:
@@ -32,12 +29,17 @@ def last_cap() -> int:
         return max(CAPS.values())
 
 
-@functools.lru_cache(maxsize=1)
+_default_sets: list[tuple[int, tuple[int, ...]]] = []  # (no functools: see factory.py)
+
+
 def default_sets() -> tuple[int, tuple[int, ...]]:
     """Docker's default set as a mask, and the capabilities of this kernel outside it (the
     ones a container drops from its bounding set)."""
-    keep = mask(DOCKER_DEFAULT)
-    return keep, tuple(c for c in range(last_cap() + 1) if not keep & (1 << c))
+    if not _default_sets:
+        keep = mask(DOCKER_DEFAULT)
+        _default_sets.append((keep, tuple(c for c in range(last_cap() + 1)
+                                          if not keep & (1 << c))))
+    return _default_sets[0]
 
 
 def mask(names: tuple[str, ...] | list[str]) -> int:

@@ -2,30 +2,44 @@
 
 The parent (the monitor) precomputes a ``Plan`` of bytes and ints; the cloned child (PID 1 of
 the new PID namespace) runs the steps.  A failing step writes ``{"step", "errno", "message",
-"exit_code"}`` as JSON to the error pipe and exits, so the user sees e.g.
-``mount overlay: Invalid argument`` instead of a dead child.  A successful exec closes the
-pipe (it is close-on-exec), which tells the parent the workload is running.
+"exit_code"}`` to the error pipe (marshal data: nothing to import after pivot_root) and
+exits, so the user sees e.g. ``mount overlay: Invalid argument`` instead of a dead child.
+A successful exec closes the pipe (it is close-on-exec), which tells the parent the
+workload is running.
+
+This module is what the zygote factory (factory.py) runs, and every page of it a zygote
+writes costs a copy-on-write fault, so it imports only C modules and small ones: ``_signal``
+and ``_socket`` (their wrappers bring enum and functools), no dataclasses, no pickle and no
+json (a plan and an error report travel as ``marshal`` data).
 """
 
 from __future__ import annotations
 
+import _signal
+import _socket
 import errno
 import fcntl
 import gc
-import json
+import marshal
 import os
-import pickle
-import signal
-import socket
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 from . import caps
 from . import syscalls as sc
+from .fdpass import recv_fds, send_fds
 from .hostview import mount_host_view
 from .users import ExecUser, UserError, resolve_in_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import TypeVar
+
+    R = TypeVar("R")
+
+# The namespaces every container gets (a new network namespace too unless it joins one or
+# uses the host's).
+CONTAINER_FLAGS = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 
 MASKED_PATHS = (
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -46,42 +60,78 @@ class StepError(Exception):
         self.errno = err
 
 
-@dataclass
 class Workload:
     """The process to exec: argv, env, cwd, user, capabilities, terminal."""
 
-    argv: list[str]
-    env: list[str]
-    cwd: str
-    user: str
-    tty: bool
-    cap_keep: int                # capability mask for root (effective = permitted)
-    cap_drop: list[int]          # capabilities to drop from the bounding set
-    create_cwd: bool = True
-    resolved: ExecUser | None = None  # the user, resolved before the clone (launch.py)
-    console_fd: int = -1         # with tty: socket to send the pty master back on
-    winsize: bytes = b""         # with tty: struct winsize for the new terminal
+    __slots__ = ("argv", "env", "cwd", "user", "tty", "cap_keep", "cap_drop", "create_cwd",
+                 "resolved", "console_fd", "winsize")
+
+    def __init__(self, *, argv: list[str], env: list[str], cwd: str, user: str, tty: bool,
+                 cap_keep: int, cap_drop: list[int], create_cwd: bool = True,
+                 resolved: ExecUser | None = None, console_fd: int = -1,
+                 winsize: bytes = b"") -> None:
+        self.argv, self.env, self.cwd, self.user, self.tty = argv, env, cwd, user, tty
+        self.cap_keep = cap_keep          # capability mask for root (effective = permitted)
+        self.cap_drop = cap_drop          # capabilities to drop from the bounding set
+        self.create_cwd = create_cwd
+        self.resolved = resolved          # the user, resolved before the clone (launch.py)
+        self.console_fd = console_fd      # with tty: socket to send the pty master back on
+        self.winsize = winsize            # with tty: struct winsize for the new terminal
+
+    def to_wire(self) -> tuple:  # type: ignore[type-arg]
+        return (self.argv, self.env, self.cwd, self.user, self.tty, self.cap_keep,
+                self.cap_drop, self.create_cwd,
+                None if self.resolved is None else self.resolved.as_tuple(),
+                self.console_fd, self.winsize)
+
+    @classmethod
+    def from_wire(cls, t: tuple) -> Workload:  # type: ignore[type-arg]
+        return cls(argv=t[0], env=t[1], cwd=t[2], user=t[3], tty=t[4], cap_keep=t[5],
+                   cap_drop=t[6], create_cwd=t[7],
+                   resolved=None if t[8] is None else ExecUser(*t[8]),
+                   console_fd=t[9], winsize=t[10])
 
 
-@dataclass
 class Plan:
-    """Everything the child needs, computed by the parent before clone."""
+    """Everything the child needs, computed by the parent before clone; a zygote receives
+    it as ``to_wire()`` bytes (marshal: bytes, ints and tuples only)."""
 
-    layers_dir: bytes
-    overlay_options: bytes
-    rootfs: bytes
-    hostname: bytes
-    etc_files: list[tuple[bytes, bytes]]          # (host file, path in rootfs)
-    mounts: list[tuple[str, bytes, bytes, int, bytes | None]]  # kind, src, target, flags, data
-    new_net: bool
-    init: bool
-    stdio: tuple[int, int, int]
-    cgroup_fds: list[int]
-    errfd: int
-    workload: Workload
-    stage: bytes = b""           # where prepare() stages /proc, /sys, /dev (a mount point)
-    host_view: tuple[bytes, bool] | None = None  # hostview.plan_host_view: pydock:host images
-    netns_fd: int = -1           # a network namespace to join (bridge networks), else -1
+    __slots__ = ("layers_dir", "overlay_options", "rootfs", "hostname", "etc_files",
+                 "mounts", "new_net", "init", "stdio", "cgroup_fds", "errfd", "workload",
+                 "stage", "host_view", "netns_fd")
+
+    def __init__(self, *, layers_dir: bytes, overlay_options: bytes, rootfs: bytes,
+                 hostname: bytes, etc_files: list[tuple[bytes, bytes]],
+                 mounts: list[tuple[str, bytes, bytes, int, bytes | None]], new_net: bool,
+                 init: bool, stdio: tuple[int, int, int], cgroup_fds: list[int], errfd: int,
+                 workload: Workload, stage: bytes = b"",
+                 host_view: tuple[bytes, bool] | None = None, netns_fd: int = -1) -> None:
+        self.layers_dir, self.overlay_options, self.rootfs = layers_dir, overlay_options, rootfs
+        self.hostname = hostname
+        self.etc_files = etc_files        # (host file, path in rootfs)
+        self.mounts = mounts              # kind, src, target, flags, data
+        self.new_net, self.init = new_net, init
+        self.stdio, self.cgroup_fds, self.errfd = stdio, cgroup_fds, errfd
+        self.workload = workload
+        self.stage = stage                # where prepare() stages /proc, /sys, /dev
+        self.host_view = host_view        # hostview.plan_host_view: pydock:host images
+        self.netns_fd = netns_fd          # a network namespace to join (bridge), else -1
+
+    def to_wire(self) -> bytes:
+        return marshal.dumps((
+            self.layers_dir, self.overlay_options, self.rootfs, self.hostname,
+            tuple(self.etc_files), tuple(self.mounts), self.new_net, self.init,
+            tuple(self.stdio), tuple(self.cgroup_fds), self.errfd, self.workload.to_wire(),
+            self.stage, self.host_view, self.netns_fd))
+
+    @classmethod
+    def from_wire(cls, data: bytes) -> Plan:
+        t = marshal.loads(data)
+        return cls(layers_dir=t[0], overlay_options=t[1], rootfs=t[2], hostname=t[3],
+                   etc_files=list(t[4]), mounts=list(t[5]), new_net=t[6], init=t[7],
+                   stdio=t[8], cgroup_fds=list(t[9]), errfd=t[10],
+                   workload=Workload.from_wire(t[11]), stage=t[12], host_view=t[13],
+                   netns_fd=t[14])
 
 
 def report(errfd: int, step: str, exc: BaseException) -> None:
@@ -95,7 +145,7 @@ def report(errfd: int, step: str, exc: BaseException) -> None:
         doc = {"step": step, "message": f"{type(exc).__name__}: {exc}", "errno": 0,
                "exit_code": 125}
     try:
-        os.write(errfd, json.dumps(doc).encode())
+        os.write(errfd, marshal.dumps(doc))
     except OSError:
         pass
 
@@ -108,9 +158,6 @@ def run_steps(steps: list[tuple[str, Callable[[], None]]], errfd: int) -> None:
         except BaseException as exc:  # noqa: BLE001 - everything must be reported, then exit
             report(errfd, name, exc)
             os._exit(exc.exit_code if isinstance(exc, StepError) else 125)
-
-
-R = TypeVar("R")
 
 
 # -- container PID 1 ---------------------------------------------------------------------
@@ -198,7 +245,7 @@ def prepare(stage: bytes, new_net: bool, join_net: bool = False
                 if exc.errno != errno.EINVAL:
                     raise
 
-    steps = [("set parent death signal", lambda: sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)),
+    steps = [("set parent death signal", lambda: sc.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)),
              ("make mounts private", private), ("mount /proc", proc), ("mount /sys", sys_),
              ("mount /dev", dev), ("bring up loopback", loopback),
              ("drop capabilities from the bounding set", bounding)]
@@ -220,22 +267,23 @@ def mount_sys(stage: bytes) -> None:
 
 
 def zygote_main(sock_fd: int, stage: bytes, new_net: bool, join_net: bool = False) -> None:
-    """A pre-cloned PID 1: prepare, wait for a plan (pickled, fds by SCM_RIGHTS), run it."""
+    """A pre-cloned PID 1: prepare, wait for a plan (marshal data, fds by SCM_RIGHTS), run it."""
     try:
-        signal.set_wakeup_fd(-1)
+        _signal.set_wakeup_fd(-1)
         gc.disable()
+        sc.set_process_name(b"pydock-zygote")
         failed = prepare(stage, new_net, join_net)
         # Work a start would otherwise wait for, done while nobody waits:
         _install_forwarding()  # ~0.3 ms for the ~30 handlers of the init
         _warm_up()
-        sock = socket.socket(fileno=sock_fd)
+        sock = _socket.socket(fileno=sock_fd)
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 64)
+            data, fds = recv_fds(sock, 1 << 20, 64)
         except OSError:
             data = b""
         if not data:
             os._exit(0)
-        plan: Plan = pickle.loads(data)
+        plan = Plan.from_wire(data)
         n = len(plan.cgroup_fds)
         plan.stdio = (fds[0], fds[1], fds[2])
         plan.cgroup_fds = fds[3:3 + n]
@@ -255,21 +303,21 @@ def zygote_main(sock_fd: int, stage: bytes, new_net: bool, join_net: bool = Fals
 
 
 def _warm_up() -> None:
-    """Unpickle a plan once: the copy-on-write faults of the unpickler's first run (half
-    the ~0.3 ms of the real plan's) are taken before the plan comes."""
+    """Decode a plan once: the copy-on-write faults of the first decoding are taken
+    before the plan comes."""
     workload = Workload(argv=["true"], env=["PATH=/bin"], cwd="/", user="", tty=False,
                         cap_keep=0, cap_drop=[0], resolved=ExecUser(0, 0, (0,), "/"))
-    pickle.loads(pickle.dumps(Plan(
+    Plan.from_wire(Plan(
         layers_dir=b"/", overlay_options=b"", rootfs=b"/", hostname=b"", etc_files=[],
         mounts=[], new_net=False, init=True, stdio=(0, 1, 2), cgroup_fds=[], errfd=-1,
-        workload=workload)))
+        workload=workload).to_wire())
 
 
 def container_main(plan: Plan, *, prepared: bool = False) -> None:
     """Body of the cloned child; never returns."""
     try:
         if not prepared:
-            signal.set_wakeup_fd(-1)
+            _signal.set_wakeup_fd(-1)
             failed = prepare(plan.stage, plan.new_net, plan.netns_fd >= 0)
             if failed is not None:
                 report(plan.errfd, *failed)
@@ -420,7 +468,7 @@ def _mkdirs_in_root(root: bytes, target: bytes, bind_src: bytes | None) -> bytes
 
 
 def _loopback_up() -> None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifreq))[1]  # SIOCGIFFLAGS
@@ -431,12 +479,14 @@ def _loopback_up() -> None:
 
 # -- the init (PID 1 for --init): forwards signals, reaps zombies ---------------------------
 
-FORWARDED = [s for s in signal.Signals
-             if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+# The named signals (signal.Signals, read from _signal: see the module docstring).
+FORWARDED = sorted({getattr(_signal, name) for name in dir(_signal)
+                    if name.startswith("SIG") and not name.startswith("SIG_")} -
+                   {_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD})
 
 
-INHERITED_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
-                     signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+INHERITED_IGNORES = (_signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT, _signal.SIGTERM,
+                     _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1, _signal.SIGUSR2)
 
 
 def run_init(plan: Plan) -> None:
@@ -457,7 +507,7 @@ def run_init(plan: Plan) -> None:
             _become(w, terminal=False)
         except BaseException as exc:  # noqa: BLE001 - the init must not outlive a failed setup
             report(plan.errfd, "init: set user and capabilities", exc)
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, _signal.SIGKILL)
             os._exit(125)
     else:
         try:
@@ -510,7 +560,7 @@ def _forward(signum: int, _frame: object) -> None:
 def _install_forwarding() -> None:
     for s in FORWARDED:
         try:
-            signal.signal(s, _forward)
+            _signal.signal(s, _forward)
         except (OSError, ValueError):
             pass
 
@@ -520,7 +570,7 @@ def _forward_signals(pid: int) -> None:
     a PID 1 without a handler never sees the signals of a ``stop`` that follows at once.
     (A zygote installs the handlers while it waits; exec resets them for a workload.)"""
     _forward_to[0] = pid
-    if signal.getsignal(signal.SIGTERM) is not _forward:
+    if _signal.getsignal(_signal.SIGTERM) is not _forward:
         _install_forwarding()
 
 
@@ -622,8 +672,8 @@ def exec_workload(w: Workload, errfd: int) -> None:
     # Handlers are reset by exec; ignored signals are not (Python ignores SIGPIPE and SIGXFSZ,
     # the monitor SIGINT and SIGTERM): give the workload default dispositions.
     for s in INHERITED_IGNORES:
-        signal.signal(s, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.signal(s, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
     try:
         _find_and_run(w.argv, env, os.execve)
     except StepError as exc:
@@ -651,8 +701,8 @@ def _open_console(w: Workload) -> None:
     slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY)
     if w.winsize:
         fcntl.ioctl(slave, sc.TIOCSWINSZ, w.winsize)
-    sock = socket.socket(fileno=w.console_fd)
-    socket.send_fds(sock, [b"console"], [master])
+    sock = _socket.socket(fileno=w.console_fd)
+    send_fds(sock, b"console", [master])
     sock.detach()
     os.close(w.console_fd)
     os.close(master)
@@ -708,7 +758,7 @@ def exec_main(pid1: int, ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[
     """Body of the forked child of an exec: join the container, fork, exec; never returns."""
     try:
         def enter() -> None:
-            signal.set_wakeup_fd(-1)
+            _signal.set_wakeup_fd(-1)
             for target, fd in enumerate(stdio):
                 if fd != target:
                     os.dup2(fd, target)
@@ -725,7 +775,7 @@ def exec_main(pid1: int, ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[
         run_steps([("enter container namespaces", enter)], errfd)
         pid = os.fork()
         if pid == 0:
-            sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+            sc.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
             exec_workload(workload, errfd)
         _forward_signals(pid)
         _close(errfd)

@@ -1,32 +1,41 @@
-"""The factory: a process beside the monitor that clones zygotes for it.
+"""The zygote factory: a small process beside the monitor that clones zygotes for it.
 
-A fork shares every page of the forking process copy-on-write, and a Python process then
-takes a page fault for each page it writes afterwards: measured here, 22 us of JSON work
-took 520 us right after a fork.  A monitor that forked each zygote itself paid that on
-every request it served next, and stood still for the ~1.5 ms of the clone.  So the
-monitor forks once, at its start, this factory; the factory clones with CLONE_PARENT,
-which makes each zygote a child of the monitor (reaped and signalled like any container
-PID 1), and hands the zygote's socket over by SCM_RIGHTS.  The factory writes almost
-nothing of its memory between clones, so its own copies stay cheap.
+A zygote (a container PID 1 cloned ahead of time, launch.Zygote) is a copy of the process
+that clones it, and everything that copy costs grows with that process's memory: the
+clone copies its page tables, each page the zygote writes takes a copy-on-write fault, and
+the workload's exec tears the copy down while the start waits.  So zygotes are not cloned
+by the monitor (~14 MiB of anonymous memory once it serves) but by this process, started
+with ``python -S`` and importing only child.py and the few small modules it needs (~4 MiB;
+see child.py's docstring).  Measured here: about 1.5 ms less CPU per container, and the
+monitor never stands still for a clone.
 
-(Execs are still forked by the monitor: through the factory, the extra hop cost more than
-the copy-on-write faults it saved, measured 8.2 against 7.3 ms per exec.)
+It clones with CLONE_PARENT, which makes each zygote a child of the monitor (reaped and
+signalled like any container PID 1), and hands the zygote's socket over by SCM_RIGHTS.
+It dies with the monitor (PR_SET_PDEATHSIG).
 
 Messages (SOCK_SEQPACKET): two bytes, new_net and join_net, ask for a zygote; the answer is
-its pid, with its socket.
+its pid, with its socket.  (Execs are still forked by the monitor: through the factory, the
+extra hop cost more than the copy-on-write faults it saved, 8.2 against 7.3 ms per exec.)
 """
 
 from __future__ import annotations
 
+import _signal
+import _socket
 import gc
 import os
-import signal
-import socket
+import sys
 
 from . import caps
 from . import syscalls as sc
-from .child import zygote_main
-from .launch import CONTAINER_FLAGS, MAX_OPEN_FDS, Zygote
+from .child import CONTAINER_FLAGS, zygote_main
+from .fdpass import recv_fds, send_fds
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .launch import Zygote
+
+_BOOT = "from pydock.backends.native.factory import main; main()"
 
 
 class FactoryGone(Exception):
@@ -35,18 +44,28 @@ class FactoryGone(Exception):
 
 class Factory:
     """The monitor's end.  Zygotes are asked for ahead and received when the socket is
-    readable (at most one request outstanding: ``pending`` says of which network kind)."""
+    readable (at most one request outstanding: ``pending`` says of which network kind).
+    ``ready`` turns true with the first zygote received: until then (the factory is
+    still starting, ~30 ms) a start does not wait for one."""
 
     def __init__(self, stage: bytes) -> None:
+        import socket  # (the monitor's side: loaded there already)
         self.stage = stage
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            ours.close()
-            _serve(theirs, stage)
-        theirs.close()
-        self.pid, self.sock = pid, ours
+        os.set_inheritable(theirs.fileno(), True)
+        try:
+            # -P: nothing from the working directory; the environment is the monitor's
+            # (PYTHONPATH finds pydock, PYTHONPYCACHEPREFIX keeps its bytecode).
+            self.pid = os.posix_spawn(
+                sys.executable,
+                [sys.executable, "-S", "-P", "-c", _BOOT, str(theirs.fileno()),
+                 os.fsdecode(stage), str(os.getpid())],
+                os.environ)
+        finally:
+            theirs.close()
+        self.sock = ours
         self.pending: tuple[bool, bool] | None = None  # (new_net, join_net) asked for
+        self.ready = False
 
     def request(self, *, new_net: bool, join_net: bool) -> None:
         """Ask for a zygote (no-op while one is on its way)."""
@@ -62,6 +81,7 @@ class Factory:
         answer = self._recv(timeout)
         if answer is None:
             return None
+        self.ready = True
         return self._zygote(answer)
 
     def close(self) -> None:
@@ -69,12 +89,15 @@ class Factory:
         self.sock.close()
         if self.pid:
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, _signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.pid = 0
 
     def _zygote(self, answer: tuple[bytes, list[int]]) -> Zygote:
+        import socket
+
+        from .launch import Zygote
         data, fds = answer
         assert self.pending is not None and len(fds) == 1
         new_net, join_net = self.pending
@@ -95,7 +118,7 @@ class Factory:
     def _recv(self, timeout: float | None) -> tuple[bytes, list[int]] | None:
         self.sock.settimeout(timeout)
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, 256, 1)
+            data, fds = recv_fds(self.sock, 256, 1)
         except TimeoutError:
             return None
         except OSError:
@@ -109,31 +132,37 @@ class Factory:
         return data, fds
 
 
-def _serve(sock: socket.socket, stage: bytes) -> None:
-    """The factory's loop; never returns."""
+def main() -> None:
+    """The factory process (argv: socket fd, stage dir, the monitor's pid); never returns."""
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        keep = sock.fileno()
-        os.closerange(3, keep)
-        os.closerange(keep + 1, MAX_OPEN_FDS)
-        gc.disable()  # a collection would write to every tracked object's page
+        fd, stage, monitor = int(sys.argv[1]), os.fsencode(sys.argv[2]), int(sys.argv[3])
+        sc.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
+        if os.getppid() != monitor:  # it died before the line above
+            os._exit(0)
+        sc.set_process_name(b"pydock-factory")
+        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # a Ctrl-C is the client's to handle
+        os.set_inheritable(fd, False)
+        os.closerange(3, fd)
+        os.closerange(fd + 1, 1 << 20)
+        sock = _socket.socket(fileno=fd)
         caps.default_sets()  # computed once here, not in every zygote
+        gc.collect()
+        gc.freeze()
+        gc.disable()  # a collection would write to every tracked object's page
         while True:
             data = sock.recv(16)
             if len(data) != 2:  # the monitor closed its end
                 os._exit(0)
             _zygote(sock, stage, new_net=bool(data[0]), join_net=bool(data[1]))
-    except BaseException as exc:  # noqa: BLE001 - never return into the monitor's code
+    except BaseException as exc:  # noqa: BLE001 - report, never a traceback to nobody
         try:
             os.write(2, f"pydock-factory: {exc!r}\n".encode())
         finally:
             os._exit(1)
 
 
-def _zygote(sock: socket.socket, stage: bytes, *, new_net: bool, join_net: bool) -> None:
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+def _zygote(sock: _socket.socket, stage: bytes, *, new_net: bool, join_net: bool) -> None:
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     flags = CONTAINER_FLAGS | sc.CLONE_PARENT
     if new_net and not join_net:
         flags |= sc.CLONE_NEWNET
@@ -143,5 +172,5 @@ def _zygote(sock: socket.socket, stage: bytes, *, new_net: bool, join_net: bool)
         sock.close()
         zygote_main(theirs.detach(), stage, new_net and not join_net, join_net)
     theirs.close()
-    socket.send_fds(sock, [b"%d" % pid], [ours.fileno()])
+    send_fds(sock, b"%d" % pid, [ours.fileno()])
     ours.close()

@@ -16,12 +16,14 @@ Docker), a read-only bind mount of ``/`` is used instead (overlays stack two dee
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Iterable
-from pathlib import Path
 
 from . import syscalls as sc
+
+TYPE_CHECKING = False  # the zygote factory imports this module: no typing, no pathlib
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 #: Where a host reference layer's symlink points, relative to ``<store>/layers``.
 VIEW_LINK = "../runtime/host/view"
@@ -37,9 +39,17 @@ def is_host_reference(path: str | os.PathLike[str]) -> bool:
     return os.path.islink(path)
 
 
-@functools.lru_cache(maxsize=1)
+_root_is_overlay: list[bool] = []
+
+
 def root_is_overlay() -> bool:
     """Whether ``/`` is an overlayfs (the host view then binds it instead)."""
+    if not _root_is_overlay:
+        _root_is_overlay.append(_find_root_overlay())
+    return _root_is_overlay[0]
+
+
+def _find_root_overlay() -> bool:
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:

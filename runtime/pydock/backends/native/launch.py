@@ -9,8 +9,8 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import marshal
 import os
-import pickle
 import socket
 import time
 from pathlib import Path
@@ -20,7 +20,8 @@ from ...models import ContainerSpec
 from . import caps
 from . import syscalls as sc
 from .cgroups import Cgroup
-from .child import Plan, Workload, container_main, exec_main
+from .child import CONTAINER_FLAGS, Plan, Workload, container_main, exec_main
+from .fdpass import send_fds
 from .hostview import plan_host_view
 from .layerview import lower_file
 from .state import ContainerDir, cgroup_prefix
@@ -239,8 +240,11 @@ def read_error(fd: int, timeout: float = SETUP_TIMEOUT) -> dict[str, object] | N
     if not chunks:
         return None
     try:
-        return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
-    except ValueError:
+        doc = marshal.loads(b"".join(chunks))
+        if not isinstance(doc, dict):
+            raise ValueError(doc)
+        return doc
+    except (ValueError, EOFError, TypeError):
         return {"step": "unknown", "message": b"".join(chunks).decode(errors="replace"),
                 "exit_code": 125}
 
@@ -287,9 +291,6 @@ class Console:
         self.theirs.close()
 
 
-CONTAINER_FLAGS = sc.CLONE_NEWNS | sc.CLONE_NEWPID | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
-
-
 class Zygote:
     """A container PID 1 cloned ahead of time, waiting for its plan on ``sock``.
 
@@ -315,7 +316,7 @@ class Zygote:
                                                              else [])
         if plan.netns_fd >= 0:
             fds.append(plan.netns_fd)  # last: zygote_main takes it from the end
-        socket.send_fds(self.sock, [pickle.dumps(plan)], fds)
+        send_fds(self.sock, plan.to_wire(), fds)
         self.sock.close()
 
     def discard(self) -> None:
@@ -520,7 +521,6 @@ def send(sock: socket.socket, doc: dict[str, object], fds: list[int] | None = No
 
 
 MAX_FDS = 200  # a message's file descriptors: stdio, a netns, published ports' sockets
-MAX_OPEN_FDS = 1 << 20
 
 
 def recv(sock: socket.socket) -> tuple[dict[str, object] | None, list[int]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -46,6 +47,7 @@ from .state import ContainerDir, ContainerTable, containers_root
 
 ZYGOTES = 2  # pre-cloned PID 1s kept waiting: one may still be preparing when one is taken
 IDLE = 0.002  # seconds without a request after which the loop deletes removed containers
+TRASH_MAX = 8  # removed containers waiting for deletion, beyond which it does not wait
 ZYGOTE_WAIT = 1.0  # seconds a start waits for the zygote on its way before cloning itself
 
 
@@ -73,7 +75,7 @@ class Monitor:
         self.zygote_joins = True  # zygotes for bridge networks (as the last start was)
         self.start_time = proc_start_time(os.getpid())
         self.doomed: set[str] = set()  # ids to delete once reaped (background removal)
-        self.trash: list[ContainerDir] = []  # reaped doomed containers, deleted when idle
+        self.trash: list[Path] = []  # directories of removed containers, deleted when idle
         self.draining: list[Cgroup] = []  # cgroups of exited containers, not empty yet
         self.stdin_holds: dict[int, int] = {}  # pid -> write end keeping a -d -i stdin open
         self.port_holds: dict[int, list[int]] = {}  # pid -> sockets reserving its host ports
@@ -91,6 +93,8 @@ class Monitor:
                 reply = self.exec(msg, fds, console)
             elif op == "remove":
                 reply = self.remove(str(msg["id"]))
+            elif op == "purge":
+                reply = self.purge(str(msg["path"]))
             elif op == "ping":
                 reply = {"ok": True, "pid": os.getpid()}
             else:
@@ -167,12 +171,12 @@ class Monitor:
 
     def take_zygote(self, spec: ContainerSpec, join_net: bool) -> Zygote | None:
         """A waiting zygote that fits this container (with none waiting, one on its way
-        from the factory is waited for).  Zygotes made for the other network kind are
-        replaced by the kind this container needed."""
+        from the factory is waited for, unless the factory is still starting).  Zygotes
+        made for the other network kind are replaced by the kind this container needed."""
         if spec.network == "host" or needs_cgroup(spec):
             return None
-        if (not self.zygotes and self.factory is not None and self.factory.pending
-                and self.factory.pending[1] == join_net):
+        if (not self.zygotes and self.factory is not None and self.factory.ready
+                and self.factory.pending and self.factory.pending[1] == join_net):
             self.receive_zygote(timeout=ZYGOTE_WAIT)
         stage = stage_dir(self.store_root)
         for i, zygote in enumerate(self.zygotes):
@@ -220,6 +224,14 @@ class Monitor:
         except PydockError:
             return {"ok": True}  # already gone
         return {"ok": False, "error": "not running under this monitor"}
+
+    def purge(self, path: str) -> dict[str, object]:
+        """Delete the directory of a container the client removed (ContainerTable.discard)
+        at the next idle moment."""
+        if not self.table.is_trash(path):
+            return {"ok": False, "error": f"not a removed container's directory: {path}"}
+        self.trash.append(Path(path))
+        return {"ok": True}
 
     def exec(self, msg: dict[str, object], fds: list[int],
              console: Console | None) -> dict[str, object]:
@@ -295,7 +307,9 @@ class Monitor:
             # Removed in the background: nobody reads its exit.  Deleted when the loop is
             # idle, not in the way of the next request (the session's next container).
             self.doomed.discard(cdir.id)
-            self.trash.append(cdir)
+            trash = self.table.discard(cdir)
+            if trash is not None:
+                self.trash.append(trash)
         else:
             self.finish_kept(cdir, pid, code, oom)
         # PID 1 is gone, so the kernel kills the rest of its PID namespace; the cgroup
@@ -333,6 +347,20 @@ class Monitor:
                 except ProcessLookupError:
                     pass
 
+    def receive(self) -> tuple[dict[str, object] | None, list[int]]:
+        """The client's next message; None when it is gone."""
+        assert self.sock is not None
+        for _ in range(2):
+            try:
+                return recv(self.sock)
+            except ConnectionResetError:
+                # It closed with events of ours unread.  What it sent before closing (a
+                # removal, a purge) is still queued behind this error: read on.
+                continue
+            except (OSError, ValueError):
+                break
+        return None, []
+
     # -- loop -------------------------------------------------------------------------------
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -340,7 +368,11 @@ class Monitor:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.reap()
         if not self.detach:
-            self.factory = Factory(stage_dir(self.store_root))
+            try:
+                self.factory = Factory(stage_dir(self.store_root))
+            except OSError as exc:  # containers are then cloned here, only slower
+                print(f"pydock-monitor: cannot start the zygote factory: {exc}",
+                      file=sys.stderr)
         while self.sock is not None or self.containers or self.execs or self.trash:
             readers = [wake_r, *self.consoles] + ([self.sock] if self.sock is not None
                                                    else [])
@@ -363,12 +395,8 @@ class Monitor:
                 ready, _, _ = select.select(readers, [], [], timeout)
             except InterruptedError:
                 ready = []
-            if not ready and self.trash:
-                cdir = self.trash.pop()
-                try:
-                    self.table.delete(cdir)
-                except (OSError, PydockError) as exc:  # the sweep or `pydock rm` finishes it
-                    print(f"pydock-monitor: deleting {cdir.id[:12]}: {exc}", file=sys.stderr)
+            if self.trash and (not ready or len(self.trash) > TRASH_MAX):
+                shutil.rmtree(self.trash.pop(), ignore_errors=True)  # (or the sweep does)
             self.draining = [cg for cg in self.draining if not cg.try_remove()]
             if factory is not None and factory.sock in ready:
                 self.receive_zygote()
@@ -390,10 +418,7 @@ class Monitor:
                     os.close(master)
             self.reap()
             if self.sock is not None and self.sock in ready:
-                try:
-                    msg, fds = recv(self.sock)
-                except (OSError, ValueError):
-                    msg, fds = None, []
+                msg, fds = self.receive()
                 if msg is None:
                     self.client_gone()
                 else:

@@ -236,16 +236,30 @@ class ContainerTable:
 
     def delete(self, d: ContainerDir) -> None:
         """Remove a container's directory and its name (the caller checked its state)."""
+        trash = self.discard(d)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def discard(self, d: ContainerDir) -> Path | None:
+        """Take a container out of the table at once: its directory renamed to a trash
+        name (``.<id>.rm``, which no lookup sees), its name freed.  Returns the trash
+        directory, for the caller to delete (the sweep deletes what a dead process left)."""
         name = d.config.get("name")
         trash = self.root / f".{d.id}.rm"
         try:
             os.rename(d.path, trash)
         except FileNotFoundError:
-            return
+            return None
         if name and os.path.islink(self.names / name) and \
                 os.readlink(self.names / name) == d.id:
             os.unlink(self.names / name)
-        shutil.rmtree(trash, ignore_errors=True)
+        return trash
+
+    def is_trash(self, path: str) -> bool:
+        """Whether ``path`` is a trash directory of this table (see discard)."""
+        name = os.path.basename(path)
+        return (os.path.dirname(path) == str(self.root) and len(name) == 68
+                and name.startswith(".") and name.endswith(".rm"))
 
 
 def _fs_type(path: str) -> str | None:

@@ -1,20 +1,35 @@
-"""Resolve a USER string through the container's /etc/passwd and /etc/group (Docker's rules)."""
+"""Resolve a USER string through the container's /etc/passwd and /etc/group (Docker's rules).
+
+Imported by the zygote factory (factory.py), which must stay small: no dataclasses here.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class UserError(Exception):
     """The user or group named by USER does not exist in the image."""
 
 
-@dataclass(frozen=True)
 class ExecUser:
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    home: str
+    """The ids, supplementary groups and home a USER string resolves to."""
+
+    __slots__ = ("uid", "gid", "groups", "home")
+
+    def __init__(self, uid: int, gid: int, groups: tuple[int, ...], home: str) -> None:
+        self.uid, self.gid, self.groups, self.home = uid, gid, tuple(groups), home
+
+    def as_tuple(self) -> tuple[int, int, tuple[int, ...], str]:
+        return self.uid, self.gid, self.groups, self.home
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExecUser) and self.as_tuple() == other.as_tuple()
+
+    def __hash__(self) -> int:
+        return hash(self.as_tuple())
+
+    def __repr__(self) -> str:
+        return (f"ExecUser(uid={self.uid}, gid={self.gid}, groups={self.groups}, "
+                f"home={self.home!r})")
 
 
 def _entries(text: str, fields: int) -> list[list[str]]:
