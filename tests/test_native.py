@@ -25,6 +25,34 @@ def run(backend, *argv: str, **kw):  # type: ignore[no-untyped-def]
     return status, out.decode(), err.decode()
 
 
+def test_zygotes_wait_at_idle_priority_and_containers_run_at_normal_priority(
+        backend) -> None:
+    """The zygote factory runs under SCHED_IDLE (its zygotes prepare there, out of the
+    way of a start); a container's processes are back under SCHED_OTHER."""
+    policies = [run(backend, "sh", "-c", "grep ^policy /proc/self/sched")[1].split()[-1]
+                for _ in range(4)]  # the first may come before the factory's first zygote
+    assert policies == ["0"] * 4
+    monitor = backend.monitor().process.pid
+    factories = [int(p) for p in os.listdir("/proc") if p.isdigit()
+                 and _comm(int(p)) == "pydock-factory" and _ppid(int(p)) == monitor]
+    assert len(factories) == 1
+    assert os.sched_getscheduler(factories[0]) == os.SCHED_IDLE
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def test_output_and_exit_code(backend) -> None:
     status, out, err = run(backend, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (status.exit_code, out, err) == (3, "out\n", "err\n")

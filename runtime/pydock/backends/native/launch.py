@@ -316,6 +316,10 @@ class Zygote:
                                                              else [])
         if plan.netns_fd >= 0:
             fds.append(plan.netns_fd)  # last: zygote_main takes it from the end
+        try:  # out of the factory's SCHED_IDLE: from now on a start waits for it
+            os.sched_setscheduler(self.pid, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
         send_fds(self.sock, plan.to_wire(), fds)
         self.sock.close()
 
