@@ -753,9 +753,10 @@ def _find_and_run(argv: list[str], env: list[str],
     raise StepError(f'exec: "{prog}": {last.strerror}', 126)
 
 
-def exec_main(pid1: int, ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[int, int, int],
+def exec_main(ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[int, int, int],
               workload: Workload, errfd: int) -> None:
-    """Body of the forked child of an exec: join the container, fork, exec; never returns."""
+    """Body of the cloned child of an exec (already in the container's PID namespace):
+    join its other namespaces, exec; never returns."""
     try:
         def enter() -> None:
             _signal.set_wakeup_fd(-1)
@@ -773,12 +774,7 @@ def exec_main(pid1: int, ns_fds: list[int], cgroup_fds: list[int], stdio: tuple[
                 os.close(fd)
 
         run_steps([("enter container namespaces", enter)], errfd)
-        pid = os.fork()
-        if pid == 0:
-            sc.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
-            exec_workload(workload, errfd)
-        _forward_signals(pid)
-        _close(errfd)
-        _init_loop(pid)
+        sc.prctl(sc.PR_SET_PDEATHSIG, _signal.SIGKILL)
+        exec_workload(workload, errfd)
     finally:
         os._exit(126)

@@ -466,10 +466,13 @@ def _kill_and_reap(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
+NS_ORDER = ("ipc", "uts", "net", "pid", "mnt")
+
+
 def ns_fds(pid: int) -> list[int]:
     """Open the namespaces of a container's PID 1 (mount last: it changes our root)."""
     fds = []
-    for ns in ("ipc", "uts", "net", "pid", "mnt"):
+    for ns in NS_ORDER:
         try:
             fds.append(os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC))
         except OSError as exc:
@@ -481,11 +484,19 @@ def ns_fds(pid: int) -> list[int]:
     return fds
 
 
+@functools.lru_cache(maxsize=1)
+def _own_pid_ns() -> int:
+    """This process's PID namespace (an fd kept open), to return to after an exec."""
+    return os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+
+
 def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
                stdio: tuple[int, int, int], console: Console | None = None) -> int:
-    """Fork a process that joins the container and execs ``workload``; returns its pid.
+    """Clone a process that joins the container and execs ``workload``; returns its pid.
 
-    The returned process relays the exit status of the command (128+N for signal N).
+    The clone itself is made in the container's PID namespace (this process joins it for
+    its children and comes back), so the command is this process's child, with nothing
+    in between to fork or to relay its exit status.
     Raises ExecError when the command could not be started (127: not found).
     """
     fds = ns_fds(pid1)
@@ -498,11 +509,17 @@ def start_exec(pid1: int, cgroup: Cgroup, workload: Workload,
     if console is not None:
         console.attach(workload)
     rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    pid_ns = fds[NS_ORDER.index("pid")]
     try:
-        pid = sc.clone3(0, cgroup_fd=cgfd)
-        if pid == 0:
-            os.close(rfd)
-            exec_main(pid1, fds, cg_fds, stdio, workload, wfd)
+        own = _own_pid_ns()
+        sc.setns(pid_ns, sc.CLONE_NEWPID)  # for the next child only
+        try:
+            pid = sc.clone3(0, cgroup_fd=cgfd)
+            if pid == 0:
+                os.close(rfd)
+                exec_main([fd for fd in fds if fd != pid_ns], cg_fds, stdio, workload, wfd)
+        finally:
+            sc.setns(own, sc.CLONE_NEWPID)
     except BaseException:
         os.close(rfd)
         raise
