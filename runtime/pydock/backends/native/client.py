@@ -17,6 +17,9 @@ from ...errors import ContainerError, StartError
 from .launch import recv, send
 
 
+_BOOT = "import sys; from pydock.backends.native.monitor import main; main(sys.argv[1:])"
+
+
 class MonitorClient:
     """A connection to one monitor process (see monitor.py); thread-safe."""
 
@@ -24,7 +27,9 @@ class MonitorClient:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # -S: no site-packages; the monitor needs only the standard library and pydock
         # (on PYTHONPATH), and stays small: fork and exec costs grow with its size.
-        cmd = [sys.executable, "-S", "-m", "pydock.backends.native.monitor", "--fd",
+        # -c, not -m: runpy and its imports are not needed; -P: nothing from the working
+        # directory shadows pydock.
+        cmd = [sys.executable, "-S", "-P", "-c", _BOOT, "--fd",
                str(child.fileno()), "--store", str(store_root)]
         if detach:
             cmd.append("--detach")
