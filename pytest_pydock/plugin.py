@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -99,6 +101,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any({"pydock", "container"} & set(getattr(item, "fixturenames", ()))
                for item in session.items):
         return
+    _prestart_monitor(config)
     try:
         pd = _session(config)
     except Exception:  # noqa: BLE001 - the fixture reports it, as the error of each test
@@ -106,6 +109,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     warm = getattr(pd.backend, "warm", None)
     if warm is not None:
         warm()
+
+
+def _prestart_monitor(config: pytest.Config) -> None:
+    """Where the native engine will serve this session (no other plugin chooses the
+    backend), start its monitor before this process imports the engine (~60 ms): the two
+    load side by side, and the first test waits less."""
+    settings = config.stash[settings_key]
+    if (settings.backend not in ("auto", "native") or not sys.platform.startswith("linux")
+            or os.geteuid() != 0
+            or len(config.hook.pytest_pydock_select_backend.get_hookimpls()) != 1):
+        return
+    from pydock.backends.native import spawn
+    from pydock.locations import default_store
+    try:
+        spawn.prestart(Path(settings.store) if settings.store else default_store())
+    except OSError:
+        pass  # the engine reports it, if it cannot start either
 
 
 def _session(config: pytest.Config) -> PydockSession:
@@ -238,3 +258,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if pd is not None:
         pd.close()
         del config.stash[session_key]
+    spawn = sys.modules.get("pydock.backends.native.spawn")
+    if spawn is not None:
+        spawn.discard()  # a monitor started ahead for a backend that never came

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import statistics
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -461,6 +460,7 @@ class PydockSession:
 
     def median_start(self) -> float | None:
         times = [r.container.start_seconds for r in self.records if r.container.start_seconds]
+        import statistics
         return statistics.median(times) if times else None
 
     def close(self) -> None:

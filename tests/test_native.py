@@ -53,6 +53,27 @@ def _ppid(pid: int) -> int:
         return 0
 
 
+def test_a_monitor_started_ahead_is_taken_by_the_first_client_or_closed(
+        store_dir, busybox_image) -> None:
+    """The plugin starts the monitor before it imports the engine (spawn.prestart): the
+    first client of that store takes it over; one nobody took exits at discard()."""
+    from pydock.backends.native import spawn
+    from pydock.backends.native.backend import NativeBackend
+
+    spawn.prestart(store_dir)
+    early = spawn._early[store_dir][0]
+    b = NativeBackend(store_dir)
+    try:
+        assert run(b, "true")[0].exit_code == 0
+        assert b.monitor().process is early
+    finally:
+        b.close()
+    spawn.prestart(store_dir)
+    unused = spawn._early[store_dir][0]
+    spawn.discard()
+    assert unused.poll() is not None and not spawn._early
+
+
 def test_output_and_exit_code(backend) -> None:
     status, out, err = run(backend, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert (status.exit_code, out, err) == (3, "out\n", "err\n")
@@ -432,7 +453,7 @@ def test_the_monitor_keeps_its_bytecode_under_the_store_where_none_may_be_writte
         monkeypatch, tmp_path) -> None:
     """With PYTHONDONTWRITEBYTECODE the monitor, which starts in every session, would
     compile its modules every time: it caches them under the store instead."""
-    from pydock.backends.native.client import _monitor_env
+    from pydock.backends.native.spawn import monitor_env as _monitor_env
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
     env = _monitor_env(tmp_path)

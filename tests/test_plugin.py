@@ -350,8 +350,9 @@ def test_the_engine_starts_loading_when_collection_finds_container_tests(run) ->
             assert len(before_any_container) == 1
 
         @pytest.mark.pydock(image="busybox", command=["sleep", "300"])
-        def test_uses(container):
+        def test_uses(container, before_any_container):
             assert container.status == "running"
+            assert monitors() == before_any_container  # the one started ahead serves
     """)
     result.assert_outcomes(passed=2)
     result = run("-k", "plain", test_warm=checks + """

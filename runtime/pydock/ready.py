@@ -8,7 +8,6 @@ probes, fails at once with the container's last log lines when it exits, and on 
 
 from __future__ import annotations
 
-import http.client
 import os
 import re
 import threading
@@ -150,6 +149,7 @@ class HttpProbe:
         pid = getattr(container, "netns_pid", lambda: container.pid)()
         if not pid:
             return False
+        import http.client  # (~20 ms with ssl: only for a test that uses this probe)
 
         def get() -> int:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)

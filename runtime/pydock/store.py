@@ -33,6 +33,7 @@ from typing import IO, Any
 from .archive import copy_tree, extract_layer, tree_size, write_layer_tar
 from .errors import HostViewError, ImageNotFound, LayerError, StoreError, UsageError
 from .flock import FileMutex
+from .locations import default_store
 from .models import Image, ImageConfig, ImageRef
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -108,10 +109,7 @@ class Store:
     @staticmethod
     def default_root() -> Path:
         """``$PYDOCK_STORE``, else ``$XDG_CACHE_HOME/pydock``, else ``~/.cache/pydock``."""
-        if os.environ.get("PYDOCK_STORE"):
-            return Path(os.environ["PYDOCK_STORE"])
-        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-        return Path(cache) / "pydock"
+        return default_store()
 
     def _init_dirs(self) -> None:
         try:

@@ -28,10 +28,9 @@ from ...store import Store
 from ..base import Capabilities, Status
 from .client import MonitorClient
 from .launch import write_etc_files
-from .monitor import now
 from .network import NetworkManager, default_gateway, is_networked
 from .network_ipam import Network
-from .state import ContainerDir, ContainerTable, containers_root, store_tag
+from .state import ContainerDir, ContainerTable, containers_root, now, store_tag
 
 if TYPE_CHECKING:
     from .faults import Faults

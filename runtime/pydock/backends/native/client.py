@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -15,34 +13,15 @@ from pathlib import Path
 
 from ...errors import ContainerError, StartError
 from .launch import recv, send
-
-
-_BOOT = "import sys; from pydock.backends.native.monitor import main; main(sys.argv[1:])"
+from .spawn import spawn
 
 
 class MonitorClient:
     """A connection to one monitor process (see monitor.py); thread-safe."""
 
     def __init__(self, store_root: Path, *, detach: bool = False) -> None:
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # -S: no site-packages; the monitor needs only the standard library and pydock
-        # (on PYTHONPATH), and stays small: fork and exec costs grow with its size.
-        # -c, not -m: runpy and its imports are not needed; -P: nothing from the working
-        # directory shadows pydock.
-        cmd = [sys.executable, "-S", "-P", "-c", _BOOT, "--fd",
-               str(child.fileno()), "--store", str(store_root)]
-        if detach:
-            cmd.append("--detach")
-        log_dir = store_root / "runtime"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / "monitor.log", "ab") as log:
-            self.process = subprocess.Popen(
-                cmd, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-                env=_monitor_env(store_root),
-            )
-        child.close()
-        self.sock = parent
+        """A new monitor for ``store_root`` (or the one the plugin started ahead)."""
+        self.process, self.sock = spawn(store_root, detach=detach)
         self.lock = threading.RLock()
         self.events: deque[dict[str, object]] = deque()
 
@@ -159,18 +138,3 @@ def _exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
-
-
-def _monitor_env(store_root: Path) -> dict[str, str]:
-    """The monitor imports pydock from wherever this process found it.
-
-    Where bytecode may not be written beside the sources (PYTHONDONTWRITEBYTECODE, common
-    in CI and images), the monitor keeps its own under the store instead: it starts in
-    every session, and compiling its modules each time cost ~60 ms here."""
-    env = dict(os.environ)
-    pkg_root = str(Path(__file__).resolve().parents[3])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [pkg_root, env.get("PYTHONPATH")]))
-    if env.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in env:
-        del env["PYTHONDONTWRITEBYTECODE"]
-        env["PYTHONPYCACHEPREFIX"] = str(store_root / "runtime" / "pycache")
-    return env

@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 from ...errors import PydockError
@@ -42,17 +41,12 @@ from .launch import (
     start_exec,
     workload_for,
 )
-from .state import ContainerDir, ContainerTable, containers_root
+from .state import ContainerDir, ContainerTable, containers_root, now
 
 ZYGOTES = 2  # pre-cloned PID 1s kept waiting: one may still be preparing when one is taken
 IDLE = 0.002  # seconds without a request after which the loop deletes removed containers
 TRASH_MAX = 8  # removed containers waiting for deletion, beyond which it does not wait
 ZYGOTE_WAIT = 1.0  # seconds a start waits for the zygote on its way before cloning itself
-
-
-def now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 def exit_code(status: int) -> int:

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import shutil
+import time
 import zlib
 from dataclasses import fields
 from pathlib import Path
@@ -14,6 +15,12 @@ from typing import Any
 
 from ...errors import ContainerNotFound, NameConflict
 from ...models import ContainerSpec, Mount, PortSpec
+
+
+def now() -> str:
+    """The time as state.json records it (RFC 3339 in UTC, nanoseconds, like Docker)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
 
 
 def write_json(path: Path | str, doc: Any) -> None:

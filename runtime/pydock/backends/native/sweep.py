@@ -14,7 +14,7 @@ from .state import ContainerDir, ContainerTable, cgroup_prefix, orphaned_run_dir
 
 def settle(cdir: ContainerDir, state: dict[str, Any]) -> dict[str, Any]:
     """A container whose monitor is gone died with it: record that, free its cgroups."""
-    from .monitor import now
+    from .state import now
     cg = Cgroup.from_json(state.get("cgroup"))
     cg.kill()
     cg.remove()
