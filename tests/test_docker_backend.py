@@ -231,6 +231,26 @@ def test_labels_close_and_sweep_of_dead_sessions(docker, docker_raw, docker_busy
     assert session_leftovers(docker_raw) == []
 
 
+def test_close_tries_again_a_removal_the_daemon_failed(docker, docker_raw,
+                                                      docker_busybox) -> None:
+    """A removal the daemon fails at close (say, a kill it gave up waiting for under
+    load) is tried again: nothing of the session is left."""
+    c = docker.run(docker_busybox, command=["sleep", "300"])
+    real, calls = docker.api.remove_container, []
+
+    def flaky(*args: Any, **kw: Any) -> Any:
+        calls.append(args)
+        if len(calls) <= 2:  # the background removal and close's first try
+            raise RuntimeError("tried to kill container, but did not receive an exit event")
+        return real(*args, **kw)
+
+    docker.api.remove_container = flaky
+    c.remove(force=True, background=True)
+    docker.close()
+    assert len(calls) == 3
+    assert not docker_raw.containers(all=True, filters={"id": c.id})
+
+
 def test_errors_are_pydocks(docker, docker_busybox) -> None:
     with pytest.raises(ImageNotFound, match="image not found: pydock-test/no-such-image"):
         docker.create("pydock-test/no-such-image:1", command=["true"])

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from .options import config_changes, create_args
 
 LABEL = "pydock"  # "1" on everything pydock creates in a Docker Engine
 SESSION_LABEL = "pydock.session"  # "<pid>:<start time>" of the process that owns it
+CLOSE_TRIES = 4  # close() removes a session's containers, tried again while some remain
 HOST_LABEL = "pydock.host"  # the machine of that process (only its own sweep judges it)
 _OWN = object()
 
@@ -280,23 +282,45 @@ class DockerBackend:
         if pool is not None:
             pool.shutdown(wait=True)
         if self.session_label is not None:
-            self._remove_labelled(f"{SESSION_LABEL}={self.session_label}")
-        for image_id in self._dangling:
-            _quietly(partial(self.api.remove_image, image_id))
+            label = f"{SESSION_LABEL}={self.session_label}"
+            # A removal the daemon failed (a kill it gave up waiting for under load, one
+            # still in progress) is tried again: a CI run once found one left.
+            for attempt in range(CLOSE_TRIES):
+                if not self._remove_labelled(label)[1]:
+                    break
+                time.sleep(0.5 * (attempt + 1))
+        left = list(self._dangling)  # (one a container still used, a commit of a commit)
+        for attempt in range(CLOSE_TRIES):
+            left = [i for i in left
+                    if not _quietly(partial(self.api.remove_image, i)) and self._has_image(i)]
+            if not left:
+                break
+            time.sleep(0.5 * (attempt + 1))
         self._dangling.clear()
 
-    def _remove_labelled(self, label: str) -> list[str]:
-        removed = []
+    def _has_image(self, image_id: str) -> bool:
+        try:
+            self.api.inspect_image(image_id)
+        except Exception:  # noqa: BLE001 - gone (or the daemon is): nothing to try again
+            return False
+        return True
+
+    def _remove_labelled(self, label: str) -> tuple[list[str], list[str]]:
+        """Remove containers and networks with ``label``: (removed ids, ids of the
+        containers whose removal failed)."""
+        removed, failed = [], []
         with api_errors("list containers"):
             found = self.api.containers(all=True, filters={"label": [f"{LABEL}=1", label]})
         for c in found:
             if _quietly(partial(self.api.remove_container, c["Id"], force=True, v=True)):
                 removed.append(c["Id"])
+            else:
+                failed.append(c["Id"])
         with api_errors("list networks"):
             nets = self.api.networks(filters={"label": [f"{LABEL}=1", label]})
         for n in nets:
             _quietly(partial(self.api.remove_network, n["Id"]))
-        return removed
+        return removed, failed
 
     def sweep(self) -> list[str]:
         """Remove containers and networks that sessions on this machine left when they died
@@ -315,7 +339,7 @@ class DockerBackend:
                 dead.add(label)
         removed: list[str] = []
         for label in sorted(dead):
-            removed += self._remove_labelled(f"{SESSION_LABEL}={label}")
+            removed += self._remove_labelled(f"{SESSION_LABEL}={label}")[0]
         return removed
 
     def _sweep_once(self) -> None:
