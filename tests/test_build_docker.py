@@ -52,6 +52,29 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
+@pytest.fixture
+def docker_leaves_no_images(docker_client: Any) -> Iterator[None]:
+    """The classic builder keeps each stage's image (untagged) and the parents of an
+    image whose tag was removed with a child left: remove the dangling images a test's
+    builds made (children first), so test runs do not pile them up in the daemon."""
+    import docker.errors
+
+    def dangling() -> set[str]:
+        return {i.id for i in docker_client.images.list(all=True, filters={"dangling": True})}
+
+    before = dangling()
+    yield
+    for _ in range(5):
+        made = dangling() - before
+        if not made:
+            return
+        for image in made:
+            try:
+                docker_client.images.remove(image, force=True)
+            except docker.errors.APIError:
+                pass  # a parent of one still there: the next round
+
+
 # -- reading images ------------------------------------------------------------------------------
 
 
@@ -833,6 +856,7 @@ def _differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.usefixtures("docker_leaves_no_images")
 def test_same_image_as_docker_build(docker_client: Any, tmp_path: Path, store_dir: Path,
                                     case: str) -> None:
     needs_root()
