@@ -97,18 +97,17 @@ def pytest_unconfigure(config):
 """
 
 
-SUITE_ENV: dict[str, str] = {}  # set by main(): see bytecode_env()
+SUITE_ENV: dict[str, str] = {}  # more environment for the suites: see cache_bytecode()
 
 
-def bytecode_env(work: Path, warm_up: Callable[[], object]) -> dict[str, str]:
-    """Environment entries for the suites: where bytecode may not be written, a private
-    PYTHONPYCACHEPREFIX that ``warm_up`` (a suite run allowed to write) fills first."""
+def cache_bytecode(work: Path, warm_up: Callable[[], object]) -> None:
+    """Where bytecode may not be written, give the suites a private PYTHONPYCACHEPREFIX
+    that ``warm_up`` (a suite run allowed to write it) fills first."""
     if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
-        return {}
-    prefix = str(work / "pycache")
-    SUITE_ENV.update(PYTHONPYCACHEPREFIX=prefix, PYTHONDONTWRITEBYTECODE="")
+        return
+    SUITE_ENV.update(PYTHONPYCACHEPREFIX=str(work / "pycache"), PYTHONDONTWRITEBYTECODE="")
     warm_up()
-    return {"PYTHONPYCACHEPREFIX": prefix}
+    del SUITE_ENV["PYTHONDONTWRITEBYTECODE"]
 
 
 def suite_seconds(directory: Path, source: str, n: int, *args: str) -> tuple[float, float]:
@@ -154,9 +153,7 @@ def main() -> None:
         work = Path(tmp)
         tar, store = busybox_store(work)
         store_arg = f"--pydock-store={store.root}"
-        env = bytecode_env(work, lambda: suite_seconds(work, NATIVE, 2, store_arg))
-        SUITE_ENV.clear()
-        SUITE_ENV.update(env)
+        cache_bytecode(work, lambda: suite_seconds(work, NATIVE, 2, store_arg))
         empty, native = [], []
         for _ in range(args.rounds):
             empty.append(suite_seconds(work, EMPTY, n, store_arg))

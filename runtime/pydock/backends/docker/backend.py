@@ -283,19 +283,15 @@ class DockerBackend:
             pool.shutdown(wait=True)
         if self.session_label is not None:
             label = f"{SESSION_LABEL}={self.session_label}"
-            # A removal the daemon failed (a kill it gave up waiting for under load, one
-            # still in progress) is tried again: a CI run once found one left.
-            for attempt in range(CLOSE_TRIES):
-                if not self._remove_labelled(label)[1]:
-                    break
-                time.sleep(0.5 * (attempt + 1))
+            _until_done(lambda: bool(self._remove_labelled(label)[1]))
         left = list(self._dangling)  # (one a container still used, a commit of a commit)
-        for attempt in range(CLOSE_TRIES):
-            left = [i for i in left
-                    if not _quietly(partial(self.api.remove_image, i)) and self._has_image(i)]
-            if not left:
-                break
-            time.sleep(0.5 * (attempt + 1))
+
+        def remove_images() -> bool:
+            left[:] = [i for i in left if not _quietly(partial(self.api.remove_image, i))
+                       and self._has_image(i)]
+            return bool(left)
+
+        _until_done(remove_images)
         self._dangling.clear()
 
     def _has_image(self, image_id: str) -> bool:
@@ -353,6 +349,17 @@ class DockerNetwork:
 
     id: str
     name: str
+
+
+def _until_done(attempt: Callable[[], bool]) -> None:
+    """Run a cleanup ``attempt`` (True: something is left) up to CLOSE_TRIES times, a
+    little longer apart each time.  A removal the daemon failed (a kill it gave up waiting
+    for under load, one still in progress) is tried again: a CI run once found one left."""
+    for n in range(CLOSE_TRIES):
+        if not attempt():
+            return
+        if n + 1 < CLOSE_TRIES:
+            time.sleep(0.5 * (n + 1))
 
 
 def _quietly(fn: Callable[[], object]) -> bool:

@@ -6,9 +6,9 @@ clone copies its page tables, each page the zygote writes takes a copy-on-write 
 the workload's exec tears the copy down while the start waits.  So zygotes are not cloned
 by the monitor (~14 MiB of anonymous memory once it serves) but by this process, started
 with ``python -S`` and importing only child.py and the few small modules it needs (~4 MiB;
-see child.py's docstring).  Measured here: 2 to 3 ms less CPU per container (in six
-alternating pairs of a fresh-container loop), and the monitor never stands still for a
-clone.
+see child.py's docstring).  Measured here, six alternating pairs of a fresh-container
+loop: 0.9 to 4.2 ms less CPU per container (2.4 on average), and the monitor never stands
+still for a clone.
 
 It clones with CLONE_PARENT, which makes each zygote a child of the monitor (reaped and
 signalled like any container PID 1), and hands the zygote's socket over by SCM_RIGHTS.
