@@ -109,7 +109,11 @@ def netns() -> Iterator[str]:
         ip("addr", "add", f"{GATEWAY}/28", "dev", bridge)
         ip("link", "set", bridge, "up")
         ip("netns", "add", name)
-        ip("link", "add", f"{PREFIX}h", "type", "veth", "peer", "name", "eth0", "netns", name)
+        # eth0 gets an index above 65535, as Docker's veths do on a host that has made
+        # many containers: the NFQUEUE number must still fit in 16 bits (made inside the
+        # netns: `ip` ignores an index given to a veth's peer)
+        ip("-n", name, "link", "add", "eth0", "index", "70000", "type", "veth", "peer", "name",
+           f"{PREFIX}h", "netns", str(os.getpid()))
         ip("link", "set", f"{PREFIX}h", "master", bridge, "up")
         ip("-n", name, "addr", "add", f"{BOX_IP}/28", "dev", "eth0")
         ip("-n", name, "link", "set", "eth0", "up")

@@ -69,7 +69,14 @@ Netns = int | str | os.PathLike[str]
 Value = str | int | float | None
 
 _NFT_TABLE = "pydock_fault"
-_QUEUE_BASE = 0x5000                 # NFQUEUE number: base + ifindex (per namespace)
+_QUEUE_BASE = 0x5000                 # NFQUEUE numbers are per namespace and 16 bits wide
+
+
+def _queue_of(ifindex: int) -> int:
+    """The NFQUEUE number of an interface, within 16 bits however high its index (a host
+    that has made many containers gives Docker's veths indexes above 65535).  Two
+    interfaces of one namespace share a number only if their indexes are 45056 apart."""
+    return _QUEUE_BASE + ifindex % (0x10000 - _QUEUE_BASE)
 
 
 def netns_of(pid: int) -> str:
@@ -453,7 +460,7 @@ def apply(netns: Netns, ifname: str = "eth0", *, delay: Value = None, jitter: Va
             _nft_loss(netns, ifname, faults.loss)
         if faults.delay:
             with _delayers_lock:
-                queue = _QUEUE_BASE + index
+                queue = _queue_of(index)
                 if hold == "process":
                     assert watch is not None
                     _spawn_keeper(netns, key, queue, faults, watch, owner)
@@ -498,7 +505,7 @@ def clear(netns: Netns, ifname: str = "eth0") -> None:
         if delayer is None and not kept and netem_available():
             return
         # also the rule of a delayer whose process died (with --queue-bypass it is inert)
-        _iptables_queue(netns, ifname, _QUEUE_BASE + index, add=False)
+        _iptables_queue(netns, ifname, _queue_of(index), add=False)
         if delayer is not None:
             delayer.stop()
         if kept:
@@ -652,8 +659,9 @@ def _keeper_main(argv: list[str] | None = None) -> None:
     try:
         watched = os.pidfd_open(args.watch)
         delayer = _Delayer(args.netns_fd, args.queue, args.delay, args.jitter)
-    except (OSError, PydockError) as exc:
-        os.write(args.ready_fd, str(exc).encode() or b"failed")
+    except Exception as exc:                        # reported by the parent's NetworkError
+        said = str(exc) if isinstance(exc, (OSError, PydockError)) else repr(exc)
+        os.write(args.ready_fd, said.encode() or b"failed")
         sys.exit(1)
     finally:
         os.close(args.netns_fd)
