@@ -44,7 +44,7 @@ DEFAULT_NAME = "bridge"
 DEFAULT_BRIDGE = "pdk0"
 BUILTIN = ("bridge", "host", "none")
 BRIDGE_PREFIX = "pdk-"      # user networks' bridges: pdk-<11 hex of the id> (15 chars)
-VETH_PREFIX = "pdk"         # veth host ends: pdk<8 hex store tag><4 hex> (15 chars)
+VETH_PREFIX = "pdk"         # veth host ends: pdk<6 hex store tag><6 random hex> (15 chars)
 
 
 def state_dir() -> Path:
