@@ -52,27 +52,26 @@ def docker_client() -> Iterator[Any]:
     client.close()
 
 
+_BUILT: list[str] = []  # ids of the images docker_build made in the current test
+
+
 @pytest.fixture
 def docker_leaves_no_images(docker_client: Any) -> Iterator[None]:
-    """The classic builder keeps each stage's image (untagged) and the parents of an
-    image whose tag was removed with a child left: remove the dangling images a test's
-    builds made (children first), so test runs do not pile them up in the daemon."""
+    """The classic builder keeps each stage's image (untagged): remove, children first, the
+    images this test's builds made that are still there untagged, so test runs do not pile
+    them up in the daemon.  Only those: another xdist worker's build in progress has
+    untagged images too."""
     import docker.errors
 
-    def dangling() -> set[str]:
-        return {i.id for i in docker_client.images.list(all=True, filters={"dangling": True})}
-
-    before = dangling()
+    _BUILT.clear()
     yield
-    for _ in range(5):
-        made = dangling() - before
-        if not made:
-            return
-        for image in made:
-            try:
-                docker_client.images.remove(image, force=True)
-            except docker.errors.APIError:
-                pass  # a parent of one still there: the next round
+    for image_id in reversed(_BUILT):
+        try:
+            if not docker_client.images.get(image_id).tags:
+                docker_client.images.remove(image_id, force=True)
+        except docker.errors.APIError:
+            pass  # gone with its child already (ImageNotFound is an APIError)
+    _BUILT.clear()
 
 
 # -- reading images ------------------------------------------------------------------------------
@@ -169,7 +168,7 @@ def _normalized_history(doc: dict[str, Any]) -> list[tuple[str, bool]]:
 
 def docker_build(client: Any, ctx: Path, tag: str, *, target: str | None = None,
                  build_args: Mapping[str, str] | None = None) -> None:
-    argv = ["docker", "build", "-q", "--no-cache", "--rm", "--force-rm", "-t", tag]
+    argv = ["docker", "build", "--no-cache", "--rm", "--force-rm", "-t", tag]
     if target is not None:
         argv += ["--target", target]
     for key, value in (build_args or {}).items():
@@ -177,7 +176,11 @@ def docker_build(client: Any, ctx: Path, tag: str, *, target: str | None = None,
     env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     proc = subprocess.run([*argv, str(ctx)], capture_output=True, env=env, timeout=600,
                           check=False)
-    assert proc.returncode == 0, f"docker build failed: {proc.stderr.decode(errors='replace')}"
+    # each step's image: " ---> 5cfb54fdae5b" (not " ---> Running in <container>")
+    _BUILT.extend(m.decode() for m in re.findall(rb"^ ---> ([0-9a-f]{12})$", proc.stdout,
+                                                  re.MULTILINE))
+    assert proc.returncode == 0, ("docker build failed:\n"
+                                  + (proc.stdout + proc.stderr).decode(errors="replace"))
 
 
 def docker_image(client: Any, ctx: Path, tag: str, *, target: str | None = None,
