@@ -428,6 +428,16 @@ def test_init_runs_with_the_workloads_identity_and_hides_host_paths(backend, sto
     assert str(store_dir) not in out and "python" not in out
 
 
+def test_the_init_shows_the_container_neither_host_paths_nor_the_hosts_environment(
+        backend, store_dir) -> None:
+    """PID 1 for --init is a copy of a pydock process: its command line and environment
+    (readable by a root workload in /proc/1) are wiped before the workload starts."""
+    _, out, _ = run(backend, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; "
+                    "tr '\\0' '\\n' < /proc/1/environ", init=True)
+    assert out.split()[0] == "pydock-init"
+    assert str(store_dir) not in out and "PYTHONPATH" not in out and "PATH=" not in out
+
+
 def test_mount_targets_resolve_symlinks_inside_the_container(backend, tmp_path) -> None:
     from pydock.spec import parse_tmpfs, parse_volume
 

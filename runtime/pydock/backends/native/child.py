@@ -499,6 +499,10 @@ def run_init(plan: Plan) -> None:
     controlling terminal set up between fork and exec, is forked.
     """
     w = plan.workload
+    # first: the workload may read /proc/1/cmdline at once (the monitor's or the factory's,
+    # with the store's path, until then)
+    sc.set_process_name(b"pydock-init")
+    _scrub_cmdline(b"pydock-init")
     if w.tty:
         pid = os.fork()
         if pid == 0:
@@ -523,27 +527,28 @@ def run_init(plan: Plan) -> None:
             os._exit(126)
     _forward_signals(pid)
     _close(plan.errfd)
-    sc.set_process_name(b"pydock-init")
-    _scrub_cmdline(b"pydock-init")
     _init_loop(pid)
 
 
 def _scrub_cmdline(title: bytes) -> None:
-    """Overwrite this process's argv memory (what /proc/PID/cmdline shows) in place."""
+    """Overwrite this process's argv and environment memory in place: what the container
+    reads in /proc/1/cmdline and /proc/1/environ (the monitor's or the factory's, with the
+    store's path and the host's environment, which may hold secrets) becomes ``title`` and
+    nothing.  Python copied its environment at start; the workload gets its own."""
     import ctypes
-    argc = ctypes.c_int()
-    argv = ctypes.POINTER(ctypes.c_wchar_p)()
-    ctypes.pythonapi.Py_GetArgcArgv(ctypes.byref(argc), ctypes.byref(argv))
     try:
         with open("/proc/self/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+        # arg_start, arg_end, env_start, env_end: fields 48-51 of proc(5), from state (3)
+        arg_start, arg_end, env_start, env_end = (int(x) for x in fields[45:49])
     except (OSError, IndexError, ValueError):
         return
-    size = end - start
-    if size <= len(title):
-        return
-    ctypes.memmove(start, title + b"\0" * (size - len(title)), size)
+    size = arg_end - arg_start
+    if size > len(title):
+        ctypes.memset(arg_start, 0, size)
+        ctypes.memmove(arg_start, title, len(title))
+    if env_end > env_start:
+        ctypes.memset(env_start, 0, env_end - env_start)
 
 
 _forward_to = [0]  # the pid the init passes signals on to (0: none yet, they are dropped)
