@@ -133,7 +133,9 @@ def _session(config: pytest.Config) -> PydockSession:
         from .session import PydockSession
         settings = config.stash[settings_key]
         backend = config.hook.pytest_pydock_select_backend(config=config, name=settings.backend)
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+        # xdist's own word, not PYTEST_XDIST_WORKER: a pytest run started from a worker's
+        # test (pytester, a subprocess) inherits that variable but is no worker
+        worker = getattr(config, "workerinput", {}).get("workerid", "")
         pd = PydockSession(backend, keep=settings.keep, worker=worker,
                            current_test=config.stash.get(current_test_key, None))
         pd.on_started = lambda c: config.hook.pytest_pydock_container_started(

@@ -12,6 +12,25 @@ from pathlib import Path
 
 import pytest
 
+
+def _load_the_engine_now() -> None:
+    """Load pydock's public modules and the plugin's session module before any test runs.
+    The ``pytester`` fixture drops the modules first imported during its test; a later
+    import then makes second copies, while ``pydock`` keeps the names it already handed
+    out from the first (RunOptions' "unset" default then fails the new spec module's
+    identity check).  Which test imports a module first depends on the order, which
+    xdist changes."""
+    import pydock
+    for name in pydock.__all__:
+        try:
+            getattr(pydock, name)
+        except ImportError:  # an optional extra (docker) not installed
+            pass
+    import pytest_pydock.session  # noqa: F401
+
+
+_load_the_engine_now()
+
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 # Applets the test image links to busybox (a static binary, so no libraries are needed).

@@ -336,10 +336,16 @@ def test_the_engine_starts_loading_when_collection_finds_container_tests(run) ->
         import os, pytest
 
         def monitors():
-            me = str(os.getpid())
-            return [p for p in os.listdir("/proc") if p.isdigit() and
-                    open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == me and
-                    b"pydock.backends.native.monitor" in open(f"/proc/{p}/cmdline", "rb").read()]
+            me, found = str(os.getpid()), []
+            for p in filter(str.isdigit, os.listdir("/proc")):
+                try:  # (a process may end between the listing and the reads)
+                    if (open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == me and
+                            b"pydock.backends.native.monitor" in
+                            open(f"/proc/{p}/cmdline", "rb").read()):
+                        found.append(p)
+                except OSError:
+                    pass
+            return found
 
         @pytest.fixture(scope="session", autouse=True)
         def before_any_container():
