@@ -53,12 +53,17 @@ def docker_busybox(docker_raw: Any, busybox_tar: Path) -> Iterator[str]:
     docker_raw.remove_image(ref)
 
 
-def session_leftovers(api: Any) -> list[str]:
-    """Containers labelled by a pydock session whose process is gone (a leak)."""
+def session_leftovers(api: Any, image: str | None = None) -> list[str]:
+    """Containers labelled by a pydock session whose process is gone (a leak); only those
+    of ``image`` and its descendants, when given (under xdist, another worker's test may
+    have killed its session on purpose a moment ago)."""
     from pydock.procs import proc_start_time
 
     out = []
-    for c in api.containers(all=True, filters={"label": ["pydock=1", "pydock.session"]}):
+    filters: dict[str, Any] = {"label": ["pydock=1", "pydock.session"]}
+    if image is not None:
+        filters["ancestor"] = image
+    for c in api.containers(all=True, filters=filters):
         pid, _, start = c["Labels"]["pydock.session"].partition(":")
         if not pid.isdigit() or str(proc_start_time(int(pid))) != start:
             out.append(f"{c['Id'][:12]} {c['Names']} {c['Labels']}")
@@ -92,6 +97,6 @@ def run(pytester: pytest.Pytester, store_dir, pd_backend, request):  # type: ign
         result = pytester.runpytest_subprocess(*options, "-p", "no:cacheprovider",
                                                *args, timeout=120)
         if pd_backend == "docker":
-            assert session_leftovers(request.getfixturevalue("docker_raw")) == []
+            assert session_leftovers(request.getfixturevalue("docker_raw"), image) == []
         return result
     return go
