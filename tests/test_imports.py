@@ -48,6 +48,21 @@ def test_the_zygote_factory_stays_small() -> None:
     assert r.stdout.strip() == "[]"
 
 
+def test_the_monitor_loads_no_dataclasses() -> None:
+    """Each session's first container waits for its monitor to load: the monitor reads a
+    container's spec as plain data (state.LaunchSpec), without pydock.models, dataclasses
+    (and inspect) or typing, ~35 ms of imports."""
+    code = ("import sys, pydock.backends.native.monitor\n"
+            "print(sorted({'pydock.models', 'dataclasses', 'inspect', 'typing', 'shutil'} "
+            "& set(sys.modules)))")
+    import pydock
+    root = os.path.dirname(os.path.dirname(pydock.__file__))  # as spawn.py starts it
+    r = subprocess.run([sys.executable, "-S", "-P", "-c", code], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=root))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
 def test_the_plugin_loads_no_engine_until_a_test_needs_one() -> None:
     """pytest loads the plugin in every run of a project that has it installed: that
     costs no engine import (the store, a backend, the readiness probes' HTTP client)."""

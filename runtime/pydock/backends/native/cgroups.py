@@ -12,7 +12,6 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 ROOT = "/sys/fs/cgroup"
 
@@ -43,14 +42,16 @@ def _write(path: str, value: str) -> None:
         f.write(value)
 
 
-@dataclass
 class Cgroup:
-    """The cgroup directories of one container (created by ``create``)."""
+    """The cgroup directories of one container (created by ``create``).  A plain class:
+    the monitor loads no dataclasses (see state.LaunchSpec)."""
 
-    paths: list[str] = field(default_factory=list)
-    memory_path: str | None = None
-    v2: bool = False
-    unified_path: str | None = None   # the node in the v2 hierarchy (clone into it)
+    def __init__(self, paths: list[str] | None = None, memory_path: str | None = None,
+                 v2: bool = False, unified_path: str | None = None) -> None:
+        self.paths: list[str] = paths or []
+        self.memory_path = memory_path
+        self.v2 = v2
+        self.unified_path = unified_path  # the node in the v2 hierarchy (clone into it)
 
     @classmethod
     def create(cls, name: str, *, memory: int | None = None, pids: int | None = None,

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from ...errors import ExecError, StartError
-from ...models import ContainerSpec
 from . import caps
 from . import syscalls as sc
 from .cgroups import Cgroup
@@ -24,7 +23,7 @@ from .child import CONTAINER_FLAGS, Plan, Workload, container_main, exec_main
 from .fdpass import send_fds
 from .hostview import plan_host_view
 from .layerview import lower_file
-from .state import ContainerDir, cgroup_prefix
+from .state import ContainerDir, LaunchSpec, cgroup_prefix
 from .users import ExecUser, UserError
 from .users import resolve as resolve_user
 
@@ -108,7 +107,7 @@ def write_etc_files(cdir: ContainerDir, host_gateway: str | None = None
                     ) -> list[tuple[bytes, bytes]]:
     """Write the container's /etc/hosts, /etc/hostname and /etc/resolv.conf (a container on
     a bridge network gets its hosts file again at start, with its addresses and peers)."""
-    spec = cdir.spec
+    spec = cdir.launch_spec
     files = {}
     if spec.network == "host":
         try:
@@ -154,7 +153,7 @@ def planned_user(cdir: ContainerDir, store_root: Path, host_view: object) -> Exe
     so PID 1 need not read them; None when the files PID 1 will see may differ from the
     image's (its writable layer or a volume has /etc, pydock:host shows the host's /etc)
     or the user is unknown (PID 1 then reports it)."""
-    spec = cdir.spec
+    spec = cdir.launch_spec
     if host_view is not None or spec.mounts:  # a volume might hold /etc (or a link to it)
         return None
     if os.path.lexists(cdir.upper / "etc"):
@@ -186,7 +185,7 @@ def _image_user(layers_dir: str, layers: tuple[str, ...], user: str) -> ExecUser
 
 def _mount_entries(cdir: ContainerDir) -> list[tuple[str, bytes, bytes, int, bytes | None]]:
     out: list[tuple[str, bytes, bytes, int, bytes | None]] = []
-    for m in cdir.spec.mounts:
+    for m in cdir.launch_spec.mounts:
         if m.kind == "bind":
             out.append(("bind", m.source.encode(), m.target.encode(),
                         sc.MS_RDONLY if m.readonly else 0, None))
@@ -306,7 +305,7 @@ class Zygote:
         self.stage = stage
         self.alive = True  # False once the monitor reaped it (it died waiting)
 
-    def fits(self, spec: ContainerSpec, stage: bytes, join_net: bool = False) -> bool:
+    def fits(self, spec: LaunchSpec, stage: bytes, join_net: bool = False) -> bool:
         new_net = spec.network != "host" and not join_net
         return (self.new_net == new_net and self.join_net == join_net and self.stage == stage
                 and not needs_cgroup(spec))
@@ -348,7 +347,7 @@ def discard_all(zygotes: list[Zygote]) -> None:
             pass
 
 
-def needs_cgroup(spec: ContainerSpec) -> bool:
+def needs_cgroup(spec: LaunchSpec) -> bool:
     """Only resource limits need a cgroup: a container's processes all live in its PID
     namespace and die with its PID 1, so there is nothing else to track (and no cgroup
     to create, migrate into and remove: ~1 ms of kernel time saved per container)."""
@@ -366,7 +365,7 @@ def start_container(cdir: ContainerDir, store_root: Path,
 
     Raises StartError naming the failed setup step; nothing of the attempt remains then.
     """
-    spec = cdir.spec
+    spec = cdir.launch_spec
     config = cdir.config
     _fresh_workdir(cdir.work)
     layers = ":".join([init_lower(store_root), *config["layers"]])

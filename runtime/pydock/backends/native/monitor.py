@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
 from pathlib import Path
 
 from ...errors import PydockError
-from ...models import ContainerSpec
 from ...procs import proc_start_time
 from . import syscalls as sc
 from .cgroups import Cgroup
@@ -41,7 +39,7 @@ from .launch import (
     start_exec,
     workload_for,
 )
-from .state import ContainerDir, ContainerTable, containers_root, now
+from .state import ContainerDir, ContainerTable, LaunchSpec, containers_root, now
 
 ZYGOTES = 2  # pre-cloned PID 1s kept waiting: one may still be preparing when one is taken
 IDLE = 0.002  # seconds without a request after which the loop deletes removed containers
@@ -133,11 +131,11 @@ class Monitor:
             os.set_inheritable(fd, False)
         netns_fd = fds[-1] if netns and fds else None  # closed by handle(), like the others
         stdio = (fds[0], fds[1], fds[2]) if len(fds) - (netns_fd is not None) == 3 else None
-        if cdir.spec.network != "host":  # (host network containers take no zygote)
+        if cdir.launch_spec.network != "host":  # (host network containers take no zygote)
             self.zygote_joins = netns_fd is not None
-        zygote = self.take_zygote(cdir.spec, netns_fd is not None)
+        zygote = self.take_zygote(cdir.launch_spec, netns_fd is not None)
         stdin_fd = hold = None
-        if stdio is None and cdir.spec.stdin_open:
+        if stdio is None and cdir.launch_spec.stdin_open:
             # -d -i: stdin stays open (and empty) while the container runs, as with docker
             stdin_fd, hold = os.pipe2(os.O_CLOEXEC)
         try:
@@ -162,7 +160,7 @@ class Monitor:
                          oom_killed=False, error="", cgroup=cgroup.to_json())
         return {"ok": True, "pid": pid}
 
-    def take_zygote(self, spec: ContainerSpec, join_net: bool) -> Zygote | None:
+    def take_zygote(self, spec: LaunchSpec, join_net: bool) -> Zygote | None:
         """A waiting zygote that fits this container (with none waiting, one on its way
         from the factory is waited for, unless the factory is still starting).  Zygotes
         made for the other network kind are replaced by the kind this container needed."""
@@ -316,7 +314,7 @@ class Monitor:
             # The cgroup stays in state.json until removed below, for the sweep.
             cdir.write_state(status="exited", exit_code=code, oom_killed=oom,
                              finished_at=now(), pid=0, ports=None)
-            if cdir.spec.auto_remove:
+            if cdir.launch_spec.auto_remove:
                 self.table.record_exit(cdir, cdir.read_state())
                 self.table.delete(cdir)
         except PydockError:
@@ -389,6 +387,7 @@ class Monitor:
             except InterruptedError:
                 ready = []
             if self.trash and (not ready or len(self.trash) > TRASH_MAX):
+                import shutil
                 shutil.rmtree(self.trash.pop(), ignore_errors=True)  # (or the sweep does)
             self.draining = [cg for cg in self.draining if not cg.try_remove()]
             if factory is not None and factory.sock in ready:
