@@ -237,6 +237,15 @@ def test_rmi_refuses_an_image_a_container_uses(store: Store) -> None:
     assert store.layer_path(image.diff_ids[0]).is_dir()
 
 
+def test_a_removed_container_waiting_for_deletion_holds_no_image(store: Store) -> None:
+    """remove() renames a container's directory to ``.<id>.rm`` and the monitor deletes it
+    when idle: meanwhile its image may already go (``pydock rm c; pydock rmi image``)."""
+    image = store.import_tar(io.BytesIO(small_tar()), config=CONFIG, ref="a")
+    use_image(store, image.id, name=f".{'c' * 64}.rm")
+    assert store.images_in_use() == set()
+    assert store.remove_image("a")[0] == "Untagged: a:latest"
+
+
 def test_gc_removes_unreferenced_layers_and_stale_tmp(store: Store, tmp_path: Path) -> None:
     image = store.import_tar(io.BytesIO(small_tar()), config=CONFIG, ref="keep")
     upper = make_upper(tmp_path / "upper")

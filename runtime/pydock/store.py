@@ -329,6 +329,8 @@ class Store:
         """Ids of images that containers in ``containers/*/config.json`` were created from."""
         used: set[str] = set()
         for path in self.containers_dir.glob("*/config.json"):
+            if path.parent.name.endswith(".rm"):
+                continue  # a removed container's directory, left for the monitor to delete
             try:
                 image_id = json.loads(path.read_bytes()).get("image_id")
             except (OSError, ValueError, AttributeError):
