@@ -226,9 +226,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append((
                 f"pydock container {c.name}",
                 f"image: {c.image}\ncommand: {record.command}\n"
-                f"status: {c.status}" + (f" (exit code {record.exit_code})"
-                                         if record.exit_code is not None else "") +
-                f"\n{record.logs}"))
+                f"status: {record.status}" + (f" (exit code {record.exit_code})"
+                                              if record.exit_code is not None else "") +
+                ("; removed at teardown" if record.removed else "") + f"\n{record.logs}"))
     return report
 
 

@@ -228,6 +228,7 @@ class Record:
     container: Container
     test: str | None
     command: str
+    status: str = "created"  # as last seen (a report may come after the removal)
     exit_code: int | None = None
     logs: str = ""
     removed: bool = False
@@ -450,6 +451,7 @@ class PydockSession:
     def _snapshot(self, record: Record) -> None:
         try:
             state = record.container.native.state()
+            record.status = str(state.get("status", "created"))
             record.exit_code = state.get("exit_code")
             record.logs = last_log_lines(record.container.native)
         except Exception:  # noqa: BLE001 - a report must not fail the test run

@@ -67,6 +67,29 @@ def test_failing_test_report_shows_its_containers(run) -> None:
 
 
 @BOTH
+def test_a_teardown_error_after_the_container_went_reports_it_as_last_seen(run) -> None:
+    """Another fixture's teardown fails after the container's own teardown removed it:
+    the report shows the container as it was, not an internal error."""
+    result = run(test_td="""
+        import pytest
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise RuntimeError("teardown broke")
+
+        @pytest.mark.pydock(image="busybox", command=["sh", "-c", "echo up; sleep 300"],
+                            ready_log="up")
+        def test_x(broken_teardown, container):
+            pass
+    """)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: teardown broke*", "*pydock container *",
+                                 "status: *; removed at teardown", "*up*"])
+    assert "INTERNALERROR" not in result.stdout.str()
+
+
+@BOTH
 def test_wait_for_log_returns_a_later_line_and_names_a_missing_one(run) -> None:
     result = run(test_log="""
         import pytest
