@@ -418,6 +418,35 @@ def test_a_root_container_cannot_open_host_devices_it_creates(backend) -> None:
     assert "Permission denied" in err or "not permitted" in err
 
 
+def test_the_monitors_view_of_a_spec_reads_what_the_spec_says() -> None:
+    """The monitor reads a spec through state.LaunchSpec, not ContainerSpec: for a spec
+    with no field at its default, written to config.json and read back, it sees the same
+    values under the same names."""
+    import json
+
+    from pydock.backends.native.state import LaunchSpec, MountDoc, spec_to_json
+    from pydock.models import ContainerSpec, Mount
+
+    spec = ContainerSpec(
+        image_id="sha256:" + "a" * 64, image_name="x", argv=("sh", "-c", "true"),
+        env=("A=1",), working_dir="/w", user="app", hostname="h",
+        mounts=(Mount(target="/t", kind="tmpfs", options="size=1m", readonly=True),
+                Mount(target="/b", source="/src")),
+        network="none", extra_hosts=(("db", "10.0.0.1"),), init=True, tty=True,
+        stdin_open=True, auto_remove=True, memory=1 << 20, pids_limit=9, cpus=0.5)
+    view = LaunchSpec(json.loads(json.dumps(spec_to_json(spec))))
+
+    def plain(value: object) -> object:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, (Mount, MountDoc)):
+            return {k: getattr(value, k) for k in MountDoc.__slots__}
+        return value
+
+    for name in LaunchSpec.__slots__:
+        assert plain(getattr(view, name)) == plain(getattr(spec, name)), name
+
+
 def test_init_runs_with_the_workloads_identity_and_hides_host_paths(backend, store_dir) -> None:
     _, out, _ = run(backend, "sh", "-c", "grep -E 'CapEff|NoNewPrivs|^Uid' /proc/1/status; "
                     "tr '\\0' ' ' < /proc/1/cmdline", init=True, user="app")

@@ -499,10 +499,9 @@ def run_init(plan: Plan) -> None:
     controlling terminal set up between fork and exec, is forked.
     """
     w = plan.workload
-    # first: the workload may read /proc/1/cmdline at once (the monitor's or the factory's,
-    # with the store's path, until then)
+    # first: the workload may read /proc/1/cmdline and /proc/1/environ at once
     sc.set_process_name(b"pydock-init")
-    _scrub_cmdline(b"pydock-init")
+    _scrub_args_and_env(b"pydock-init")
     if w.tty:
         pid = os.fork()
         if pid == 0:
@@ -530,7 +529,7 @@ def run_init(plan: Plan) -> None:
     _init_loop(pid)
 
 
-def _scrub_cmdline(title: bytes) -> None:
+def _scrub_args_and_env(title: bytes) -> None:
     """Overwrite this process's argv and environment memory in place: what the container
     reads in /proc/1/cmdline and /proc/1/environ (the monitor's or the factory's, with the
     store's path and the host's environment, which may hold secrets) becomes ``title`` and

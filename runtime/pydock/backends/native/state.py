@@ -66,38 +66,39 @@ class MountDoc:
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.target: str = doc["target"]
-        self.kind: str = doc.get("kind", "bind")
-        self.source: str = doc.get("source", "")
-        self.readonly: bool = doc.get("readonly", False)
-        self.options: str = doc.get("options", "")
+        self.kind: str = doc["kind"]
+        self.source: str = doc["source"]
+        self.readonly: bool = doc["readonly"]
+        self.options: str = doc["options"]
 
 
 class LaunchSpec:
-    """What starting a container reads of its spec, straight from config.json, under the
-    names and defaults of ContainerSpec's fields.  The monitor uses this: the dataclasses
-    of pydock.models (with dataclasses, inspect and typing) would add ~35 ms to the start of
-    every monitor, which the first container of each session waits for."""
+    """What starting a container reads of its spec, straight from config.json (which
+    spec_to_json writes with every field), under ContainerSpec's field names.  The monitor
+    uses this: the dataclasses of pydock.models (with dataclasses, inspect and typing)
+    would add ~35 ms to the start of every monitor, which the first container of each
+    session waits for."""
 
     __slots__ = ("argv", "env", "working_dir", "user", "hostname", "mounts", "network",
                  "extra_hosts", "init", "tty", "stdin_open", "auto_remove", "memory",
                  "pids_limit", "cpus")
 
     def __init__(self, doc: dict[str, Any]) -> None:
-        self.argv: tuple[str, ...] = tuple(doc["argv"])
-        self.env: tuple[str, ...] = tuple(doc["env"])
-        self.working_dir: str = doc.get("working_dir", "/")
-        self.user: str = doc.get("user", "")
-        self.hostname: str = doc.get("hostname", "")
-        self.mounts = tuple(MountDoc(m) for m in doc.get("mounts", ()))
-        self.network: str = doc.get("network", "bridge")
-        self.extra_hosts = tuple((h[0], h[1]) for h in doc.get("extra_hosts", ()))
-        self.init: bool = doc.get("init", False)
-        self.tty: bool = doc.get("tty", False)
-        self.stdin_open: bool = doc.get("stdin_open", False)
-        self.auto_remove: bool = doc.get("auto_remove", False)
-        self.memory: int | None = doc.get("memory")
-        self.pids_limit: int | None = doc.get("pids_limit")
-        self.cpus: float | None = doc.get("cpus")
+        self.argv: list[str] = doc["argv"]
+        self.env: list[str] = doc["env"]
+        self.working_dir: str = doc["working_dir"]
+        self.user: str = doc["user"]
+        self.hostname: str = doc["hostname"]
+        self.mounts = [MountDoc(m) for m in doc["mounts"]]
+        self.network: str = doc["network"]
+        self.extra_hosts: list[list[str]] = doc["extra_hosts"]  # [host, ip] pairs
+        self.init: bool = doc["init"]
+        self.tty: bool = doc["tty"]
+        self.stdin_open: bool = doc["stdin_open"]
+        self.auto_remove: bool = doc["auto_remove"]
+        self.memory: int | None = doc["memory"]
+        self.pids_limit: int | None = doc["pids_limit"]
+        self.cpus: float | None = doc["cpus"]
 
 
 class ContainerDir:
